@@ -1,0 +1,3 @@
+from hivegen.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,239 @@
+"""Command-line front: parses, calls one library function, prints. Nothing below prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hivegen import __version__
+from hivegen.errors import ExitCode, HivegenError
+from hivegen.highlight import Color, Language
+
+PROG = "hivegen"
+
+DESCRIPTION = """\
+Run a hive of AI agents in NixOS containers.
+
+hivegen renders each agent's Nix configuration and one meta flake, commits and
+locks them with git and nix, and drives nixos-container and systemd.
+"""
+
+EPILOG = """\
+examples:
+  hivegen port alice                      the web UI port alice gets (8879)
+  hivegen render agent-nix alice          the agent.nix a new agent starts from
+  hivegen render meta --agent alice --agent bob
+                                          the meta flake for a hive of alice and bob
+
+configuration is read from --config, else $HIVEGEN_CONFIG, else
+/etc/hivegen/hive.toml (all defaults when that file is absent).
+
+exit codes: 0 ok, 1 failed, 2 bad usage or input, 3 drift found by a check,
+130 interrupted.
+"""
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="hive.toml to read (default: $HIVEGEN_CONFIG, else /etc/hivegen/hive.toml)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print every external command, shell-quoted, to stderr",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show a traceback when a command fails"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    port = sub.add_parser(
+        "port",
+        help="print the web UI port of an agent",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="Print the web UI port an agent gets: the manager's is fixed by "
+        "hive.toml,\nevery other agent's is 8100 + FNV-1a(name) % 900.",
+        epilog="example:\n  hivegen port alice        8879",
+    )
+    port.add_argument("name", metavar="NAME", help="agent name")
+    port.add_argument("--json", action="store_true", help="print a JSON object")
+    port.set_defaults(handler=_cmd_port)
+
+    render = sub.add_parser(
+        "render",
+        help="print a rendered Nix file",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="Print the Nix files hivegen writes, without writing anything.",
+        epilog=textwrap.dedent("""\
+            examples:
+              hivegen render agent-nix alice      alice's initial agent.nix
+              hivegen render agent-flake          the module-only flake.nix of every agent
+              hivegen render meta                 the meta flake for the registered agents
+              hivegen render meta --agent alice --agent bob
+                                                  ... for exactly the agents named"""),
+    )
+    render_sub = render.add_subparsers(dest="what", metavar="WHAT", required=True)
+    agent_nix = render_sub.add_parser(
+        "agent-nix", help="an agent's initial agent.nix", allow_abbrev=False
+    )
+    agent_nix.add_argument("name", metavar="NAME", help="agent name")
+    agent_nix.set_defaults(handler=_cmd_render_agent_nix)
+    agent_flake = render_sub.add_parser(
+        "agent-flake", help="the per-agent module-only flake.nix", allow_abbrev=False
+    )
+    agent_flake.set_defaults(handler=_cmd_render_agent_flake)
+    meta = render_sub.add_parser("meta", help="the meta flake", allow_abbrev=False)
+    meta.add_argument(
+        "--agent",
+        dest="agents",
+        action="append",
+        metavar="NAME",
+        help="include this agent (repeat; default: the registered agents)",
+    )
+    meta.set_defaults(handler=_cmd_render_meta)
+    for leaf in (agent_nix, agent_flake, meta):
+        leaf.add_argument(
+            "--color",
+            type=Color,
+            choices=list(Color),
+            default=Color.AUTO,
+            help="highlight the output (default: auto, when stdout is a terminal)",
+        )
+        leaf.add_argument("--json", action="store_true", help="print {path: text} as a JSON object")
+    return parser
+
+
+def _load_config(args: argparse.Namespace) -> Any:
+    from hivegen.config import load_config
+
+    return load_config(args.config)
+
+
+def _print_json(value: object) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=True, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def _cmd_port(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    agent = config.agent(args.name)
+    if args.json:
+        _print_json(
+            {
+                "name": agent.name,
+                "port": agent.port,
+                "container": agent.container,
+                "role": str(agent.role),
+            }
+        )
+    else:
+        print(agent.port)
+    return ExitCode.OK
+
+
+def _print_files(files: Mapping[str, str], args: argparse.Namespace) -> int:
+    from hivegen.highlight import highlight, wants_color
+
+    if args.json:
+        _print_json(dict(files))
+        return ExitCode.OK
+    color = wants_color(args.color, sys.stdout)
+    for index, (path, text) in enumerate(sorted(files.items())):
+        if len(files) > 1:
+            print(f"{'' if index == 0 else chr(10)}# ---- {path}")
+        sys.stdout.write(highlight(text, Language.NIX) if color else text)
+    return ExitCode.OK
+
+
+def _cmd_render_agent_nix(args: argparse.Namespace) -> int:
+    from hivegen.render import AGENT_NIX, render_agent_nix
+
+    config = _load_config(args)
+    name = config.agent(args.name).name
+    return _print_files({AGENT_NIX: render_agent_nix(name)}, args)
+
+
+def _cmd_render_agent_flake(args: argparse.Namespace) -> int:
+    from hivegen.render import FLAKE_NIX, render_agent_flake
+
+    return _print_files({FLAKE_NIX: render_agent_flake()}, args)
+
+
+def _cmd_render_meta(args: argparse.Namespace) -> int:
+    from hivegen.registry import registered_agents
+    from hivegen.render import MetaModel, render_meta
+
+    config = _load_config(args)
+    agents: Sequence[str] = args.agents if args.agents else registered_agents(config)
+    if not agents:
+        print(
+            f"{PROG}: note: no registered agents under {config.hive.state_root}/applied; "
+            "rendering an empty hive (name agents with --agent)",
+            file=sys.stderr,
+        )
+    return _print_files(render_meta(MetaModel.from_config(config, agents)), args)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("hivegen")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    root.propagate = False
+
+
+def _report(error: HivegenError) -> None:
+    print(f"{PROG}: error: {error.message}", file=sys.stderr)
+    if error.hint:
+        print(f"{PROG}: hint: {error.hint}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except HivegenError as error:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        _report(error)
+        return int(error.exit_code)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # `hivegen render meta | head`: the reader left; not an error worth a traceback.
+        sys.stderr.close()
+        return int(ExitCode.OK)

@@ -1,0 +1,183 @@
+"""The one subprocess gateway: argv lists only, never a shell.
+
+Every external command hivegen runs goes through `run`, so that `-v` can show each one,
+tests can count them, and every failure carries the command, its exit status and the
+tail of its stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hivegen.errors import CommandError, HivegenError
+
+log = logging.getLogger("hivegen.process")
+
+STDERR_TAIL_LINES = 32
+
+# Install hints for the executables hivegen depends on.
+_INSTALL_HINTS = {
+    "nix": "install Nix (Debian: apt-get install nix-bin), or run hivegen from its flake",
+    "nix-instantiate": "install Nix (Debian: apt-get install nix-bin)",
+    "git": "install git (Debian: apt-get install git)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunOpts:
+    cwd: Path | None = None
+    # Variables added to (or, with value None, removed from) the inherited environment.
+    env: Mapping[str, str | None] | None = None
+    input: str | None = None
+    # False: a non-zero exit is returned in CmdOut instead of raised.
+    check: bool = True
+    # Called with each stderr line as it arrives (long nix builds show progress).
+    on_stderr_line: Callable[[str], None] | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CmdOut:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def stderr_tail(self) -> tuple[str, ...]:
+        return tuple(self.stderr.splitlines()[-STDERR_TAIL_LINES:])
+
+
+class _Counter:
+    """How many processes this process has started; tests and benchmarks read it."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.lock = threading.Lock()
+
+    def bump(self) -> None:
+        with self.lock:
+            self.value += 1
+
+
+_started = _Counter()
+
+
+def started_count() -> int:
+    return _started.value
+
+
+def quote_argv(argv: Sequence[str]) -> str:
+    return shlex.join(argv)
+
+
+def _child_env(extra: Mapping[str, str | None] | None) -> dict[str, str] | None:
+    if not extra:
+        return None
+    env = dict(os.environ)
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def run(argv: Sequence[str], opts: RunOpts | None = None) -> CmdOut:
+    opts = opts or RunOpts()
+    cmd = tuple(argv)
+    if not cmd:
+        raise ValueError("empty argv")
+    where = f" (in {opts.cwd})" if opts.cwd else ""
+    log.info("$ %s%s", quote_argv(cmd), where)
+    _started.bump()
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=opts.cwd,
+            env=_child_env(opts.env),
+            stdin=subprocess.PIPE if opts.input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+    except FileNotFoundError as exc:
+        raise HivegenError(
+            f"cannot run {cmd[0]!r}: not found on PATH", hint=_INSTALL_HINTS.get(cmd[0])
+        ) from exc
+    except PermissionError as exc:
+        raise HivegenError(f"cannot run {cmd[0]!r}: {exc.strerror}") from exc
+
+    try:
+        if opts.on_stderr_line is None:
+            stdout, stderr = proc.communicate(opts.input, timeout=opts.timeout)
+        else:
+            stdout, stderr = _communicate_streaming(
+                proc, opts.input, opts.on_stderr_line, opts.timeout
+            )
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.wait()
+        raise HivegenError(f"command timed out after {opts.timeout}s: {quote_argv(cmd)}") from exc
+    except BaseException:
+        # Interrupted (Ctrl-C): do not leave the child running behind us.
+        proc.kill()
+        proc.wait()
+        raise
+
+    out = CmdOut(cmd, proc.returncode, stdout, stderr)
+    if opts.check and not out.ok:
+        raise CommandError(cmd, out.returncode, out.stderr_tail())
+    return out
+
+
+def _communicate_streaming(
+    proc: subprocess.Popen[str],
+    input_text: str | None,
+    on_line: Callable[[str], None],
+    timeout: float | None,
+) -> tuple[str, str]:
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    stderr_lines: deque[str] = deque()
+    stdout_chunks: list[str] = []
+
+    def pump_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            stripped = line.rstrip("\n")
+            stderr_lines.append(stripped)
+            on_line(stripped)
+
+    def pump_stdout() -> None:
+        assert proc.stdout is not None
+        stdout_chunks.append(proc.stdout.read())
+
+    threads = [
+        threading.Thread(target=pump_stderr, daemon=True),
+        threading.Thread(target=pump_stdout, daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    if proc.stdin is not None:
+        if input_text:
+            proc.stdin.write(input_text)
+        proc.stdin.close()
+    proc.wait(timeout=timeout)
+    for thread in threads:
+        thread.join()
+    stderr = "\n".join(stderr_lines)
+    return "".join(stdout_chunks), stderr + ("\n" if stderr else "")
