@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hivegen import nixlang
-from hivegen.config import Config
+from hivegen.config import Config, Limits
 from hivegen.names import AgentSpec, Role
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 AGENT_NIX = "agent.nix"
 FLAKE_NIX = "flake.nix"
+LIMITS_DROPIN = "hivegen-limits.conf"
 
 
 class UnfilteredValueError(TypeError):
@@ -107,3 +108,12 @@ def render_agent_repo(name: str) -> Mapping[str, str]:
 def render_meta(model: MetaModel) -> Mapping[str, str]:
     text = _render("meta-flake.nix.j2", model=model, Role=Role)
     return {FLAKE_NIX: text}
+
+
+def render_limits_dropin(limits: Limits) -> str:
+    """The systemd drop-in for `container@<c>.service` (values validated by config)."""
+    return f"[Service]\nMemoryMax={limits.memory_max}\nCPUQuota={limits.cpu_quota}\n"
+
+
+def dropin_relpath(container: str) -> str:
+    return f"container@{container}.service.d/{LIMITS_DROPIN}"

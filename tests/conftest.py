@@ -1,0 +1,95 @@
+"""Shared test set-up: real Nix made to work offline, golden-file options, helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-goldens",
+        action="store_true",
+        help="rewrite tests/golden/*/expected from the current output",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Nix 2.8 without a daemon, offline: no global registry, no binary caches (each would
+    # cost minutes of network retries here), no sandbox (no user namespaces as root).
+    cache = Path(config.rootpath) / ".pytest_cache" / "nix"
+    cache.mkdir(parents=True, exist_ok=True)
+    registry = cache / "registry.json"
+    registry.write_text('{"flakes":[],"version":2}\n')
+    os.environ["NIX_CONFIG"] = "\n".join(
+        [
+            "experimental-features = nix-command flakes",
+            "sandbox = false",
+            f"flake-registry = {registry}",
+            "substituters = ",
+            "warn-dirty = false",
+        ]
+    )
+    # Tests must never read the host's hive.toml.
+    os.environ.pop("HIVEGEN_CONFIG", None)
+
+
+@pytest.fixture
+def update_goldens(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-goldens"))
+
+
+def git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@test", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def commit_dir(path: Path, message: str = "init") -> str:
+    """Make `path` a git repo (if it is not) and commit everything in it."""
+    if not (path / ".git").exists():
+        git(path, "init", "-q", "--initial-branch=main")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "--allow-empty", "-m", message)
+    return git(path, "rev-parse", "HEAD")
+
+
+def nix_system() -> str:
+    out = subprocess.run(
+        ["nix", "eval", "--impure", "--raw", "--expr", "builtins.currentSystem"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def hyperhive_flake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The stub hyperhive flake, committed to a git repo, as a git+file URL."""
+    repo = tmp_path_factory.mktemp("hyperhive")
+    shutil.copytree(FIXTURES / "hyperhive", repo, dirs_exist_ok=True)
+    (repo / "system.nix").write_text(f'"{nix_system()}"\n')
+    commit_dir(repo)
+    yield f"git+file://{repo}"
+
+
+def nix_parse(paths: list[Path]) -> None:
+    """Parse every file with real `nix-instantiate --parse`; fail naming the file."""
+    for path in paths:
+        result = subprocess.run(
+            ["nix-instantiate", "--parse", str(path)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"{path} does not parse:\n{result.stderr}"
