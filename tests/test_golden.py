@@ -49,11 +49,7 @@ def render_case(config: Config, agents: list[str]) -> dict[str, str]:
 def read_tree(root: Path) -> dict[str, str]:
     if not root.is_dir():
         return {}
-    return {
-        str(p.relative_to(root)): p.read_text()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def write_tree(root: Path, files: dict[str, str]) -> None:
@@ -66,7 +62,7 @@ def write_tree(root: Path, files: dict[str, str]) -> None:
 
 
 def golden_diff(expected: dict[str, str], actual: dict[str, str]) -> str:
-    chunks = []
+    chunks: list[str] = []
     for rel in sorted(expected.keys() | actual.keys()):
         old, new = expected.get(rel), actual.get(rel)
         if old == new:

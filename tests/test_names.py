@@ -52,8 +52,23 @@ def test_valid_names_fit_nixos_container(name: str) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "Alice", "1abc", "-x", "abcdefghij", "a b", "a/b", "..", "a.b", "a\nb", "ａlice",
-     "a_b", "$(id)", "`id`", "a'b"],
+    [
+        "",
+        "Alice",
+        "1abc",
+        "-x",
+        "abcdefghij",
+        "a b",
+        "a/b",
+        "..",
+        "a.b",
+        "a\nb",
+        "\uff41lice",  # fullwidth look-alike of "alice"
+        "a_b",
+        "$(id)",
+        "`id`",
+        "a'b",
+    ],
 )
 def test_bad_agent_names_rejected(bad: str) -> None:
     with pytest.raises(InvalidNameError, match="lowercase letter"):

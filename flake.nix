@@ -1,0 +1,49 @@
+{
+  description = "hivegen: run a hive of AI agents in NixOS containers";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+
+  outputs =
+    { self, nixpkgs }:
+    let
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+    in
+    {
+      packages = forAllSystems (pkgs: {
+        default = pkgs.python3Packages.buildPythonApplication {
+          pname = "hivegen";
+          version = "0.1.0";
+          pyproject = true;
+          src = self;
+          build-system = [ pkgs.python3Packages.setuptools ];
+          dependencies = with pkgs.python3Packages; [ jinja2 pygments ];
+          nativeCheckInputs = [ pkgs.python3Packages.pytestCheckHook pkgs.python3Packages.hypothesis pkgs.git pkgs.nix ];
+          # The suite drives a real nix store and git repos: run it in CI, not in the sandbox.
+          doCheck = false;
+          # hivegen calls git and nix (and, on NixOS, nixos-container and systemctl from the
+          # system profile); put the first two on PATH so `nix run` works anywhere.
+          makeWrapperArgs = [ "--prefix" "PATH" ":" (pkgs.lib.makeBinPath [ pkgs.git pkgs.nix ]) ];
+          meta.mainProgram = "hivegen";
+        };
+      });
+
+      apps = forAllSystems (pkgs: {
+        default = {
+          type = "app";
+          program = "${self.packages.${pkgs.system}.default}/bin/hivegen";
+        };
+      });
+
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          packages = [
+            (pkgs.python3.withPackages (ps: with ps; [ jinja2 pygments pytest hypothesis mypy types-pygments ]))
+            pkgs.ruff
+            pkgs.git
+            pkgs.nix
+          ];
+        };
+      });
+    };
+}

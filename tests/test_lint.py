@@ -1,0 +1,62 @@
+"""House rules that the toolchain checks: ruff and mypy strict, clean on every commit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def tool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+
+
+def test_ruff_clean() -> None:
+    out = tool("ruff", "check", "--no-cache", ".")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff_formatted() -> None:
+    out = tool("ruff", "format", "--check", "--no-cache", ".")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_mypy_strict_clean() -> None:
+    out = tool("mypy")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ".venv/bin/pip install -e '.[dev]' && .venv/bin/python -m pytest" in readme
+    assert ".venv/bin/pip install -q -e '.[dev]'" in ci
+    assert ".venv/bin/python -m pytest" in ci
+    assert "apt-get install -y -qq nix-bin git python3-venv" in ci
+
+
+def test_no_subprocess_outside_the_gateway() -> None:
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "hivegen").rglob("*.py")
+        if "subprocess" in path.read_text()
+        and path.name != "process.py"
+        and "simhost" not in path.parts
+    ]
+    assert offenders == []
+
+
+def test_library_never_prints_or_exits() -> None:
+    offenders = []
+    for path in (ROOT / "hivegen").rglob("*.py"):
+        if path.name in {"cli.py", "__main__.py"} or "simhost" in path.parts:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            stripped = line.strip()
+            if stripped.startswith(("print(", "sys.exit(")) or "shell=True" in stripped:
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {stripped}")
+    assert offenders == []
