@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show a traceback when a command fails"
     )
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="fail at once if another hivegen holds the hive lock (default: wait)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     port = sub.add_parser(
@@ -109,16 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
         "agent-flake", help="the per-agent module-only flake.nix", allow_abbrev=False
     )
     agent_flake.set_defaults(handler=_cmd_render_agent_flake)
-    meta = render_sub.add_parser("meta", help="the meta flake", allow_abbrev=False)
-    meta.add_argument(
+    meta_render = render_sub.add_parser("meta", help="the meta flake", allow_abbrev=False)
+    meta_render.add_argument(
         "--agent",
         dest="agents",
         action="append",
         metavar="NAME",
         help="include this agent (repeat; default: the registered agents)",
     )
-    meta.set_defaults(handler=_cmd_render_meta)
-    for leaf in (agent_nix, agent_flake, meta):
+    meta_render.set_defaults(handler=_cmd_render_meta)
+    for leaf in (agent_nix, agent_flake, meta_render):
         leaf.add_argument(
             "--color",
             type=Color,
@@ -127,7 +132,168 @@ def build_parser() -> argparse.ArgumentParser:
             help="highlight the output (default: auto, when stdout is a terminal)",
         )
         leaf.add_argument("--json", action="store_true", help="print {path: text} as a JSON object")
+    init = sub.add_parser(
+        "init",
+        help="create the state root's layout",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="Create the hive's state root (agents/, credentials/ 0700, applied/, "
+        "meta/,\nshared/, the lock file). Safe to run again: it only creates "
+        "what is missing\nand puts credentials/ back to 0700.",
+    )
+    init.add_argument("--json", action="store_true", help="print a JSON object")
+    init.set_defaults(handler=_cmd_init)
+
+    meta = sub.add_parser(
+        "meta",
+        help="the meta flake: sync, check, bump inputs",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="The meta flake (<state>/meta) holds one nixosConfiguration per "
+        "registered agent.",
+        epilog=textwrap.dedent("""\
+            examples:
+              hivegen meta sync               render, lock and commit it if anything changed
+              hivegen meta sync --check       exit 3 and say what differs, change nothing
+              hivegen meta update hyperhive   fetch and bump the hyperhive input
+              hivegen meta update agent-alice hyperhive"""),
+    )
+    meta_sub = meta.add_subparsers(dest="meta_command", metavar="ACTION", required=True)
+    sync = meta_sub.add_parser(
+        "sync",
+        help="bring the meta flake up to date with the registered agents",
+        allow_abbrev=False,
+    )
+    sync.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 3 and print what a sync would change",
+    )
+    sync.add_argument("--json", action="store_true", help="print a JSON object")
+    sync.set_defaults(handler=_cmd_meta_sync)
+    update = meta_sub.add_parser(
+        "update",
+        help="fetch and bump inputs of the meta flake",
+        allow_abbrev=False,
+        description="Fetch each INPUT first (a fetch failure stops before the lock is "
+        "touched),\nthen bump them all and commit 'lock update: INPUT, ...'.",
+    )
+    update.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="hyperhive, or agent-NAME for a registered agent"
+    )
+    update.add_argument("--json", action="store_true", help="print a JSON object")
+    update.set_defaults(handler=_cmd_meta_update)
     return parser
+
+
+def _hive(args: argparse.Namespace) -> Any:
+    from hivegen.hive import Hive, LockPolicy
+
+    def say_waiting() -> None:
+        print(
+            f"{PROG}: waiting for another hivegen to release the hive lock...",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return Hive(_load_config(args), LockPolicy(wait=not args.no_wait, on_wait=say_waiting))
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    hive = _hive(args)
+    result = hive.init()
+    if args.json:
+        _print_json(
+            {
+                "state_root": str(hive.layout.root),
+                "created": [str(p) for p in result.created],
+                "fixed_modes": [str(p) for p in result.fixed_modes],
+            }
+        )
+        return ExitCode.OK
+    for path in result.created:
+        print(f"created {path}")
+    for path in result.fixed_modes:
+        print(f"fixed mode of {path}")
+    if not result.created and not result.fixed_modes:
+        print(f"hive at {hive.layout.root} is already set up")
+    return ExitCode.OK
+
+
+def _cmd_meta_sync(args: argparse.Namespace) -> int:
+    hive = _hive(args)
+    if args.check:
+        plan = hive.meta_plan()
+        if args.json:
+            _print_json(
+                {
+                    "up_to_date": not plan.needed,
+                    "agents": list(plan.agents),
+                    "changes": plan.describe(),
+                }
+            )
+        elif plan.needed:
+            print("meta flake is out of date:")
+            for line in plan.describe():
+                print(f"  {line}")
+        else:
+            print(f"meta flake is up to date ({len(plan.agents)} agents)")
+        return ExitCode.DRIFT if plan.needed else ExitCode.OK
+    result = hive.meta_sync()
+    if args.json:
+        _print_json(
+            {
+                "changed": result.commit is not None,
+                "commit": result.commit,
+                "agents": list(result.plan.agents),
+                "changes": result.plan.describe(),
+            }
+        )
+    elif result.commit:
+        for line in result.plan.describe():
+            print(f"  {line}")
+        print(f"meta flake committed {result.commit[:12]} ({len(result.plan.agents)} agents)")
+    else:
+        print(f"meta flake is up to date ({len(result.plan.agents)} agents)")
+    return ExitCode.OK
+
+
+def _cmd_meta_update(args: argparse.Namespace) -> int:
+    result = _hive(args).meta_update(args.inputs)
+    if args.json:
+        _print_json(
+            {
+                "commit": result.commit,
+                "inputs": [
+                    {
+                        "name": c.name,
+                        "old_rev": c.old_rev,
+                        "new_rev": c.new_rev,
+                        "old_nar_hash": c.old_nar_hash,
+                        "new_nar_hash": c.new_nar_hash,
+                        "changed": c.changed,
+                    }
+                    for c in result.changes
+                ],
+            }
+        )
+        return ExitCode.OK
+    for change in result.changes:
+        if not change.changed:
+            print(f"{change.name}: unchanged (rev {_short(change.new_rev)}, {change.new_nar_hash})")
+            continue
+        print(f"{change.name}:")
+        print(f"  rev      {_short(change.old_rev)} -> {_short(change.new_rev)}")
+        print(f"  narHash  {change.old_nar_hash} -> {change.new_nar_hash}")
+    if result.commit:
+        print(f"meta flake committed {result.commit[:12]}")
+    else:
+        print("nothing changed; no commit")
+    return ExitCode.OK
+
+
+def _short(rev: str | None) -> str:
+    return rev[:12] if rev else "-"
 
 
 def _load_config(args: argparse.Namespace) -> Any:

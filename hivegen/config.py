@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from hivegen import names
 from hivegen.errors import ConfigError, HivegenError
+from hivegen.layout import Layout
 from hivegen.nixlang import check_nix_string
 
 DEFAULT_CONFIG_PATH = Path("/etc/hivegen/hive.toml")
@@ -83,6 +84,10 @@ class Config:
     def limits_for(self, agent: str) -> Limits:
         override = self.agent_limits.get(agent)
         return override.over(self.limits) if override else self.limits
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.hive.state_root)
 
     def agent(self, name: str) -> names.AgentSpec:
         return names.AgentSpec.of(name, self.hive.manager, self.hive.manager_port)

@@ -17,10 +17,6 @@ from hivegen.errors import HivegenError
 DEPLOYED_ZERO = "refs/tags/deployed/0"
 
 
-def applied_root(config: Config) -> Path:
-    return config.hive.state_root / "applied"
-
-
 def has_ref(git_dir: Path, ref: str) -> bool:
     if (git_dir / ref).is_file():
         return True
@@ -34,7 +30,7 @@ def has_ref(git_dir: Path, ref: str) -> bool:
 
 def registered_agents(config: Config) -> tuple[str, ...]:
     """Sorted names of every agent whose applied repo has `deployed/0`."""
-    root = applied_root(config)
+    root = config.layout.applied_root
     try:
         entries = list(os.scandir(root))
     except FileNotFoundError:

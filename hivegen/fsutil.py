@@ -1,0 +1,103 @@
+"""Atomic file writes and the hive lock."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from hivegen.errors import HivegenError
+
+
+def write_atomic(path: Path, content: str | bytes, mode: int = 0o644) -> bool:
+    """Write `content` to `path` atomically; return False (and touch nothing) if unchanged.
+
+    A temp file in the same directory is fsynced and renamed over the target, then the
+    directory is fsynced, so a crash leaves either the old or the new file, never a mix.
+    """
+    data = content.encode() if isinstance(content, str) else content
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError as exc:
+        raise HivegenError(f"cannot write {path}: it is a directory") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return True
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_dir(path: Path, mode: int, *, enforce_mode: bool = False) -> bool:
+    """Create `path` (and parents) if missing; return True if it was created.
+
+    With `enforce_mode`, an existing directory gets `mode` too (credentials must be 0700
+    whoever created them).
+    """
+    created = False
+    try:
+        path.mkdir(mode=mode, parents=True)
+        created = True
+    except FileExistsError:
+        if not path.is_dir():
+            raise HivegenError(f"{path} exists and is not a directory") from None
+    if created or enforce_mode:
+        # mkdir's mode is filtered by the umask; chmod makes it exact.
+        path.chmod(mode)
+    return created
+
+
+@contextlib.contextmanager
+def hive_lock(
+    lock_path: Path,
+    *,
+    wait: bool = True,
+    on_wait: Callable[[], None] | None = None,
+) -> Iterator[None]:
+    """Hold the hive's exclusive flock for the duration of a mutating command.
+
+    The lock dies with the process (a SIGKILLed hivegen never leaves it stale).
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            if not wait:
+                raise HivegenError(
+                    f"another hivegen holds the hive lock ({lock_path})",
+                    hint="wait for it to finish, or run without --no-wait to queue behind it",
+                ) from None
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

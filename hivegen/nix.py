@@ -1,0 +1,70 @@
+"""The nix command line, through the process gateway."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hivegen import process
+from hivegen.errors import HivegenError
+
+# Every call enables flakes itself: the host's nix.conf may not.
+NIX = ("nix", "--extra-experimental-features", "nix-command flakes")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class NixVersion:
+    major: int
+    minor: int
+    patch: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+# `nix flake lock --update-input` is deprecated from here on, `nix flake update X` replaces it.
+FLAKE_UPDATE_INPUT_SINCE = NixVersion(2, 19)
+
+
+def parse_version(text: str) -> NixVersion:
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        raise HivegenError(f"cannot read nix's version from {text.strip()!r}")
+    major, minor, patch = match.groups()
+    return NixVersion(int(major), int(minor), int(patch or 0))
+
+
+@functools.cache
+def version() -> NixVersion:
+    """Asked once per hivegen process."""
+    return parse_version(process.run([*NIX, "--version"]).stdout)
+
+
+def run(*args: str, cwd: Path | None = None) -> process.CmdOut:
+    return process.run([*NIX, *args], process.RunOpts(cwd=cwd))
+
+
+def flake_lock(flake_dir: Path) -> None:
+    run("flake", "lock", str(flake_dir))
+
+
+def update_inputs(flake_dir: Path, inputs: list[str]) -> None:
+    """Re-lock only `inputs` of the flake, leaving every other lock node as it is."""
+    if not inputs:
+        return
+    if version() >= FLAKE_UPDATE_INPUT_SINCE:
+        run("flake", "update", *inputs, "--flake", str(flake_dir))
+    else:
+        flags = [arg for name in inputs for arg in ("--update-input", name)]
+        run("flake", "lock", *flags, str(flake_dir))
+
+
+def prefetch(flake_ref: str) -> dict[str, Any]:
+    """Fetch `flake_ref` into the store; a fetch failure surfaces here, before any lock."""
+    out = run("flake", "prefetch", "--json", "--", flake_ref)
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
