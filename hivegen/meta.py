@@ -281,10 +281,13 @@ class Meta:
             )
             for name in wanted
         )
+        changed = [change.name for change in changes if change.changed]
         commit = None
-        if self.git.has_staged_changes(self.dir):
-            commit = self.git.commit(self.dir, f"lock update: {', '.join(wanted)}")
-        self._clear_pending()
+        if changed and self.git.has_staged_changes(self.dir):
+            commit = self.git.commit(self.dir, f"lock update: {', '.join(changed)}")
+            self._clear_pending()
+        else:
+            self._restore_head()  # nothing moved: leave the repo exactly as it was
         return UpdateResult(changes, commit, prefetched)
 
     # -- helpers ------------------------------------------------------------------------

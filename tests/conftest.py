@@ -92,3 +92,38 @@ def nix_parse(paths: list[Path]) -> None:
             ["nix-instantiate", "--parse", str(path)], capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, f"{path} does not parse:\n{result.stderr}"
+
+
+def write_config(tmp_path: Path, hyperhive_flake: str, extra: str = "") -> Path:
+    """A hive.toml whose state root is `tmp_path/state`."""
+    path = tmp_path / "hive.toml"
+    path.write_text(
+        f'[hive]\nstate_root = "{tmp_path / "state"}"\n'
+        f'hyperhive_flake = "{hyperhive_flake}"\n{extra}'
+    )
+    return path
+
+
+def files_of(repo: Path) -> dict[str, bytes]:
+    """A repo's work tree, HEAD, refs and index entries: equal means nothing changed.
+
+    git's object store and the index's stat cache are left out: they may hold
+    unreachable leftovers of an undone step without any visible difference.
+    """
+    state = {
+        str(p.relative_to(repo)): p.read_bytes()
+        for p in sorted(repo.rglob("*"))
+        if p.is_file() and ".git" not in p.relative_to(repo).parts
+    }
+    if (repo / ".git").is_dir():
+        for args in (
+            ["rev-parse", "HEAD"],
+            ["show-ref"],
+            ["ls-files", "--stage"],
+            ["status", "--porcelain", "--untracked-files=all"],
+        ):
+            result = subprocess.run(
+                ["git", "-C", str(repo), *args], capture_output=True, check=False
+            )
+            state[f"git {' '.join(args)}"] = result.stdout
+    return state
