@@ -183,7 +183,220 @@ def build_parser() -> argparse.ArgumentParser:
     )
     update.add_argument("--json", action="store_true", help="print a JSON object")
     update.set_defaults(handler=_cmd_meta_update)
+    _add_lifecycle_commands(sub)
     return parser
+
+
+LIFECYCLE_HELP = {
+    "spawn": (
+        "create an agent and start its container",
+        "Seed the agent's repos, add it to the meta flake, create and start its container.\n"
+        "Re-running it after a failure completes it; on a destroyed agent it revives it.",
+    ),
+    "start": ("start an agent's container", "Rewrite its nspawn flags and limits, then start."),
+    "stop": ("stop an agent's container", "Stop the container; nothing else changes."),
+    "restart": (
+        "restart an agent's container",
+        "Rewrite its nspawn flags and limits, then stop and start the container.",
+    ),
+    "rebuild": (
+        "rebuild an agent from what is deployed",
+        "Sync the meta flake, bump the agent's input to its applied main, rewrite flags and\n"
+        "limits, and `nixos-container update`. The container is restarted only when its\n"
+        "flags or limits changed (otherwise update's reload suffices).",
+    ),
+    "destroy": (
+        "destroy an agent's container (keeps its repos)",
+        "Destroy the container and its limits drop-in and take the agent out of the meta\n"
+        "flake. Its repos, credentials and notes stay (spawn revives it) unless --purge.",
+    ),
+}
+
+
+def _add_lifecycle_commands(sub: Any) -> None:
+    for verb, (summary, description) in LIFECYCLE_HELP.items():
+        parser = sub.add_parser(
+            verb,
+            help=summary,
+            description=description,
+            formatter_class=_Formatter,
+            allow_abbrev=False,
+            epilog=f"example:\n  hivegen {verb} alice",
+        )
+        parser.add_argument("name", metavar="NAME", help="agent name")
+        parser.add_argument("--json", action="store_true", help="print a JSON object")
+        if verb == "destroy":
+            parser.add_argument(
+                "--purge",
+                action="store_true",
+                help="also delete its repos, credentials, notes and runtime dir",
+            )
+        parser.set_defaults(handler=_cmd_lifecycle, verb=verb)
+    listing = sub.add_parser(
+        "list",
+        help="list the hive's agents",
+        allow_abbrev=False,
+        description="Name, container, role and port of every registered agent.",
+    )
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    listing.set_defaults(handler=_cmd_list)
+    status = sub.add_parser(
+        "status",
+        help="show every agent's state",
+        allow_abbrev=False,
+        description="State (running, stopped, missing, tombstone; foreign for h-* containers\n"
+        "hivegen did not create), port, deployed tag and sha, and limits.",
+        formatter_class=_Formatter,
+    )
+    status.add_argument("--json", action="store_true", help="print a JSON array")
+    status.set_defaults(handler=_cmd_status)
+    demo = sub.add_parser(
+        "demo",
+        help="build a throwaway demo hive and show each step",
+        allow_abbrev=False,
+        formatter_class=_Formatter,
+        description="Build a throwaway hive in DIR on hivegen's simulated host (no NixOS\n"
+        "needed, but Nix is): the manager and two agents, spawned and shown\n"
+        "with `status`. Every step prints the hivegen command it runs.",
+        epilog="example:\n  hivegen demo /tmp/hive-demo",
+    )
+    demo.add_argument(
+        "directory",
+        metavar="DIR",
+        nargs="?",
+        default="hive-demo",
+        help="where to build it (default: ./hive-demo; an earlier demo "
+        "there is replaced, anything else is refused)",
+    )
+    demo.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_lifecycle(args: argparse.Namespace) -> int:
+    hive = _hive(args)
+    name = args.name
+    match args.verb:
+        case "spawn":
+            log = hive.spawn(name)
+        case "start":
+            log = hive.start(name)
+        case "stop":
+            log = hive.stop(name)
+        case "restart":
+            log = hive.restart(name)
+        case "rebuild":
+            log = hive.rebuild(name)
+        case "destroy":
+            log = hive.destroy(name, purge=args.purge)
+        case other:
+            raise AssertionError(f"unhandled verb {other}")
+    if args.json:
+        _print_json({"agent": name, "verb": args.verb, "steps": list(log.steps)})
+    else:
+        for step in log.steps:
+            print(f"{name}: {step}")
+    return ExitCode.OK
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    agents = _hive(args).agents()
+    rows = [
+        {"name": a.name, "container": a.container, "role": str(a.role), "port": a.port}
+        for a in agents
+    ]
+    if args.json:
+        _print_json(rows)
+    else:
+        _print_table(
+            ["NAME", "CONTAINER", "ROLE", "PORT"],
+            [[r["name"], r["container"], r["role"], r["port"]] for r in rows],
+        )
+    return ExitCode.OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    statuses = _hive(args).status()
+    if args.json:
+        _print_json(
+            [
+                {
+                    "name": s.name,
+                    "container": s.container,
+                    "role": str(s.role) if s.role else None,
+                    "port": s.port,
+                    "state": str(s.state),
+                    "deployed_tag": s.deployed_tag,
+                    "deployed_sha": s.deployed_sha,
+                    "main_pid": s.main_pid,
+                    "limits": {"memory_max": s.limits.memory_max, "cpu_quota": s.limits.cpu_quota}
+                    if s.limits
+                    else None,
+                }
+                for s in statuses
+            ]
+        )
+        return ExitCode.OK
+    rows = [
+        [
+            s.name,
+            s.container,
+            str(s.role or "-"),
+            s.port or "-",
+            str(s.state),
+            " ".join(x for x in (s.deployed_tag or "-", _short(s.deployed_sha, 7)) if x),
+            s.limits.memory_max if s.limits else "-",
+            s.limits.cpu_quota if s.limits else "-",
+        ]
+        for s in statuses
+    ]
+    if not rows:
+        print("no agents yet: hivegen spawn NAME creates one")
+        return ExitCode.OK
+    _print_table(["NAME", "CONTAINER", "ROLE", "PORT", "STATE", "DEPLOYED", "MEMORY", "CPU"], rows)
+    return ExitCode.OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import os
+    import shlex
+
+    from hivegen.demo import DEMO_AGENTS, prepare
+
+    print(f"# building a throwaway demo hive in {Path(args.directory).absolute()}", flush=True)
+    demo = prepare(Path(args.directory))
+    # Later settings win: the demo's offline settings go after the operator's own.
+    nix_config = "\n".join(x for x in (os.environ.get("NIX_CONFIG"), demo.nix_config) if x)
+    os.environ["NIX_CONFIG"] = nix_config
+    config = _load_config(argparse.Namespace(config=demo.config_path))
+    print("# Nix runs offline here; to repeat these commands by hand, first:")
+    print(f"export NIX_CONFIG={shlex.quote(nix_config)}")
+    flags = ["--config", str(demo.config_path), *(["-v"] if args.verbose else [])]
+    steps = [
+        ["init"],
+        ["spawn", config.hive.manager],
+        *(["spawn", name] for name in DEMO_AGENTS),
+        ["status"],
+    ]
+    for step in steps:
+        print(f"\n$ hivegen {shlex.join([*flags, *step])}", flush=True)
+        code = main([*flags, *step])
+        if code != ExitCode.OK:
+            return code
+    print(
+        textwrap.dedent(f"""
+        # The demo hive is up. Try, with --config {demo.config_path}:
+        #   hivegen ... stop alice; hivegen ... status
+        #   hivegen ... render meta            the meta flake the containers are built from
+        #   hivegen ... destroy bob            bob's repos and notes stay: spawn bob revives him
+        # Delete {demo.root} when done.""")
+    )
+    return ExitCode.OK
+
+
+def _print_table(header: list[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [header, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _hive(args: argparse.Namespace) -> Any:
@@ -196,7 +409,14 @@ def _hive(args: argparse.Namespace) -> Any:
             flush=True,
         )
 
-    return Hive(_load_config(args), LockPolicy(wait=not args.no_wait, on_wait=say_waiting))
+    def show_output(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    return Hive(
+        _load_config(args),
+        LockPolicy(wait=not args.no_wait, on_wait=say_waiting),
+        on_output=show_output,
+    )
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -292,8 +512,8 @@ def _cmd_meta_update(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _short(rev: str | None) -> str:
-    return rev[:12] if rev else "-"
+def _short(rev: str | None, length: int = 12) -> str:
+    return rev[:length] if rev else "-"
 
 
 def _load_config(args: argparse.Namespace) -> Any:

@@ -7,6 +7,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -61,11 +62,22 @@ class HiveSettings:
     committer_email: str = "c0re@hyperhive"
 
 
+class HostRuntime(StrEnum):
+    # A NixOS host: the real nixos-container and systemctl.
+    NATIVE = "native"
+    # hivegen's simulated host (hivegen/simhost) first on its children's PATH: for
+    # machines without NixOS, the demo and the tests. Nothing else differs.
+    SIMULATED = "simulated"
+
+
 @dataclass(frozen=True, slots=True)
 class HostSettings:
     containers_conf_dir: Path = Path("/etc/nixos-containers")
     systemd_dir: Path = Path("/etc/systemd/system.control")
     runtime_root: Path = Path("/run/hyperhive")
+    runtime: HostRuntime = HostRuntime.NATIVE
+    # Private state of the simulated host (only read when runtime = "simulated").
+    simulated_root: Path = Path("/var/lib/hivegen-simhost")
 
 
 def _no_overrides() -> Mapping[str, LimitOverrides]:
@@ -91,6 +103,12 @@ class Config:
 
     def agent(self, name: str) -> names.AgentSpec:
         return names.AgentSpec.of(name, self.hive.manager, self.hive.manager_port)
+
+    def runtime_dir(self, spec: names.AgentSpec) -> Path:
+        """Per-agent runtime dir, bound at /run/hive (lost at reboot: recreated on start)."""
+        if spec.role is names.Role.MANAGER:
+            return self.host.runtime_root / "manager"
+        return self.host.runtime_root / "agents" / spec.name
 
 
 def resolve_config_path(explicit: Path | None) -> tuple[Path, bool]:
@@ -231,6 +249,8 @@ class _Reader:
             ),
             systemd_dir=self.get(data, "host", "systemd_dir", d.systemd_dir, _safe_path),
             runtime_root=self.get(data, "host", "runtime_root", d.runtime_root, _safe_path),
+            runtime=self.get(data, "host", "runtime", d.runtime, _runtime),
+            simulated_root=self.get(data, "host", "simulated_root", d.simulated_root, _safe_path),
         )
 
 
@@ -282,6 +302,15 @@ def _flake_ref(value: object) -> str:
     if not text or text.startswith("-") or any(c.isspace() for c in text):
         raise _Invalid(f"{text!r} is not a flake reference (no spaces, must not start with '-')")
     return text
+
+
+def _runtime(value: object) -> HostRuntime:
+    text = _string(value)
+    try:
+        return HostRuntime(text)
+    except ValueError:
+        allowed = " or ".join(repr(r.value) for r in HostRuntime)
+        raise _Invalid(f"{text!r} is not a host runtime: must be {allowed}") from None
 
 
 def _manager_name(value: object) -> str:

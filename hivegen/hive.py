@@ -1,16 +1,25 @@
-"""The verbs. Every mutating one runs under the hive lock; none prints."""
+"""The verbs. Every mutating one runs under the hive lock; none prints.
+
+Each multi-step verb is written so that re-running it after a failure at any step
+completes it: every step checks what is already done.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-from hivegen import fsutil
-from hivegen.config import Config
+from hivegen import fsutil, nspawn, registry
+from hivegen.config import Config, Limits
+from hivegen.containers import Host, UnitState
+from hivegen.errors import HivegenError
 from hivegen.meta import Meta, SyncPlan, SyncResult, UpdateResult
-from hivegen.repos import git_for
+from hivegen.names import AGENT_PREFIX, AgentSpec, Role
+from hivegen.repos import git_for, seed
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,26 +35,72 @@ class InitResult:
     fixed_modes: tuple[Path, ...]
 
 
+class AgentState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    # Registered, but its container does not exist (not created yet, or removed).
+    MISSING = "missing"
+    # Destroyed: out of the meta flake, repos/credentials/notes kept; spawn revives it.
+    TOMBSTONE = "tombstone"
+    # An h-* container hivegen did not create: reported, never touched.
+    FOREIGN = "foreign"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    name: str
+    container: str
+    role: Role | None
+    port: int | None
+    state: AgentState
+    deployed_tag: str | None
+    deployed_sha: str | None
+    limits: Limits | None
+    main_pid: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StepLog:
+    """What a verb did, step by step, for the CLI to show."""
+
+    steps: tuple[str, ...]
+
+
 class Hive:
-    def __init__(self, config: Config, lock_policy: LockPolicy | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        lock_policy: LockPolicy | None = None,
+        on_output: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config
         self.layout = config.layout
         self.git = git_for(config)
         self.meta = Meta(config, self.git)
         self.lock_policy = lock_policy or LockPolicy()
+        self.on_output = on_output
+        self._host: Host | None = None
+
+    @property
+    def host(self) -> Host:
+        if self._host is None:
+            self._host = Host(self.config, self.on_output)
+        return self._host
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
+        fsutil.ensure_dir(self.layout.root, 0o755)
         with fsutil.hive_lock(
             self.layout.lock, wait=self.lock_policy.wait, on_wait=self.lock_policy.on_wait
         ):
             yield
 
+    # -- init and meta ------------------------------------------------------------------
+
     def init(self) -> InitResult:
         """Create the state root layout; idempotent. Credentials are always 0700."""
         layout = self.layout
         dirs = [
-            (layout.root, 0o755, False),
             (layout.agents, 0o755, False),
             (layout.credentials_root, 0o700, True),
             (layout.applied_root, 0o755, False),
@@ -54,7 +109,6 @@ class Hive:
         ]
         created: list[Path] = []
         fixed: list[Path] = []
-        fsutil.ensure_dir(layout.root, 0o755)
         with self.locked():
             for path, mode, enforce in dirs:
                 before = path.stat().st_mode & 0o7777 if path.exists() else None
@@ -79,3 +133,316 @@ class Hive:
     def meta_update(self, inputs: Sequence[str]) -> UpdateResult:
         with self.locked():
             return self.meta.update(inputs)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def spec(self, name: str) -> AgentSpec:
+        return self.config.agent(name)
+
+    def _registered(self, name: str) -> AgentSpec:
+        spec = self.spec(name)
+        scan = registry.scan(self.config)
+        if name in scan.tombstones:
+            raise HivegenError(
+                f"agent {name!r} was destroyed (its repos and notes are kept)",
+                hint=f"hivegen spawn {name} revives it",
+            )
+        if name not in scan.registered:
+            raise HivegenError(f"no agent named {name!r}", hint="hivegen list shows the hive")
+        return spec
+
+    def _port_taken_by(self, spec: AgentSpec, *, running_only: bool) -> str | None:
+        others = [self.spec(n) for n in registry.registered_agents(self.config) if n != spec.name]
+        clashing = [o for o in others if o.port == spec.port]
+        if not clashing:
+            return None
+        if not running_only:
+            return clashing[0].name
+        states = self.host.unit_states(o.container for o in clashing)
+        for other in clashing:
+            if states[other.container].running:
+                return other.name
+        return None
+
+    def _check_port(self, spec: AgentSpec, *, running_only: bool) -> None:
+        other = self._port_taken_by(spec, running_only=running_only)
+        if other is not None:
+            raise HivegenError(
+                f"port {spec.port} is already taken by {other!r} — rename one of them and retry"
+            )
+
+    def _ensure_dirs(self, spec: AgentSpec) -> None:
+        layout = self.layout
+        fsutil.ensure_dir(layout.agents / spec.name, 0o755)
+        fsutil.ensure_dir(layout.notes(spec.name), 0o755)
+        fsutil.ensure_dir(layout.credentials_root, 0o700, enforce_mode=True)
+        # Enforced even when it exists: credentials are never readable by others.
+        fsutil.ensure_dir(layout.credentials(spec.name), 0o700, enforce_mode=True)
+        fsutil.ensure_dir(layout.shared, 0o755)
+        fsutil.ensure_dir(layout.meta, 0o755)
+        fsutil.ensure_dir(self.config.runtime_dir(spec), 0o755)
+
+    def _write_host_files(self, spec: AgentSpec) -> bool:
+        """Conf and drop-in; daemon-reload when the drop-in changed. True if any changed."""
+        conf_changed = nspawn.write_conf(self.config, spec)
+        dropin_changed = nspawn.write_dropin(self.config, spec)
+        if dropin_changed:
+            self.host.daemon_reload()
+            nspawn.reloaded(self.config, spec.container)
+        return conf_changed or dropin_changed
+
+    def _foreign(self, container: str) -> bool:
+        """An h-* container whose agent hivegen does not know."""
+        if not container.startswith(AGENT_PREFIX):
+            return False
+        name = container[len(AGENT_PREFIX) :]
+        scan = registry.scan(self.config)
+        return name not in scan.registered and name not in scan.tombstones
+
+    # -- spawn --------------------------------------------------------------------------
+
+    def spawn(self, name: str) -> StepLog:
+        spec = self.spec(name)
+        steps: list[str] = []
+        with self.locked():
+            scan = registry.scan(self.config)
+            revived = name in scan.tombstones
+            if name in scan.registered and self.host.conf_exists(spec.container):
+                if self.host.unit_state(spec.container).running:
+                    raise HivegenError(
+                        f"agent {name!r} already exists and is running "
+                        f"(container {spec.container})",
+                        hint=f"hivegen rebuild {name} applies changes; "
+                        f"hivegen restart {name} restarts it",
+                    )
+            elif (
+                self.host.conf_exists(spec.container)
+                and name not in scan.registered
+                and not revived
+            ):
+                raise HivegenError(
+                    f"container {spec.container} exists but hivegen did not create it",
+                    hint="choose another name, or remove that container first",
+                )
+            self._check_port(spec, running_only=False)
+            self._ensure_dirs(spec)
+            result = seed(self.config, self.git, name)
+            if result.proposed_created:
+                steps.append(f"seeded proposed repo {self.layout.proposed(name)}")
+            if result.applied_created:
+                steps.append(f"seeded applied repo {self.layout.applied(name)} (deployed/0)")
+            if revived:
+                (self.layout.applied(name) / ".git" / registry.TOMBSTONE).unlink()
+                steps.append("revived from its tombstone")
+            synced = self.meta.sync()
+            if synced.commit:
+                steps.append(f"meta flake committed {synced.commit[:12]}")
+            # A resumed spawn builds what the applied repo has now (it may have been
+            # fixed since the failed try); for a fresh spawn this changes nothing.
+            if self.meta.lock_update(name):
+                steps.append(f"meta lock bumped agent-{name}")
+            flake = self.host.flake_ref(name)
+            if self.host.conf_exists(spec.container):
+                # A create that failed (or an interrupted spawn) left the conf behind:
+                # `create` would refuse, `update` builds and finishes the job.
+                self.host.update(spec.container, flake)
+                steps.append(f"rebuilt container {spec.container}")
+            else:
+                self.host.create(spec.container, flake)
+                steps.append(f"created container {spec.container}")
+            if self._write_host_files(spec):
+                steps.append("wrote nspawn flags and limits")
+            if not self.host.unit_state(spec.container).running:
+                self.host.start(spec.container)
+                steps.append(f"started {spec.container}")
+        return StepLog(tuple(steps))
+
+    # -- start / stop / restart ---------------------------------------------------------
+
+    def start(self, name: str) -> StepLog:
+        with self.locked():
+            spec = self._registered(name)
+            self._require_container(spec)
+            if self.host.unit_state(spec.container).running:
+                return StepLog((f"{spec.container} is already running",))
+            self._check_port(spec, running_only=True)
+            self._ensure_dirs(spec)
+            self._write_host_files(spec)
+            self.host.start(spec.container)
+        return StepLog((f"started {spec.container}",))
+
+    def stop(self, name: str) -> StepLog:
+        with self.locked():
+            spec = self._registered(name)
+            self._require_container(spec)
+            if not self.host.unit_state(spec.container).running:
+                return StepLog((f"{spec.container} is already stopped",))
+            self.host.stop(spec.container)
+        return StepLog((f"stopped {spec.container}",))
+
+    def restart(self, name: str) -> StepLog:
+        with self.locked():
+            spec = self._registered(name)
+            self._require_container(spec)
+            self._check_port(spec, running_only=True)
+            self._ensure_dirs(spec)
+            self._write_host_files(spec)
+            if self.host.unit_state(spec.container).running:
+                self.host.stop(spec.container)
+            self.host.start(spec.container)
+        return StepLog((f"restarted {spec.container}",))
+
+    def _require_container(self, spec: AgentSpec) -> None:
+        if not self.host.conf_exists(spec.container):
+            raise HivegenError(
+                f"agent {spec.name!r} has no container ({spec.container})",
+                hint=f"hivegen spawn {spec.name} creates it",
+            )
+
+    # -- rebuild ------------------------------------------------------------------------
+
+    def rebuild(self, name: str) -> StepLog:
+        steps: list[str] = []
+        with self.locked():
+            spec = self._registered(name)
+            self._require_container(spec)
+            self._check_port(spec, running_only=True)
+            self._ensure_dirs(spec)
+            synced = self.meta.sync()
+            if synced.commit:
+                steps.append(f"meta flake committed {synced.commit[:12]}")
+            bumped = self.meta.lock_update(name)
+            if bumped:
+                steps.append(f"meta lock bumped agent-{name} ({bumped[:12]})")
+            changed = self._write_host_files(spec)
+            if changed:
+                steps.append("nspawn flags or limits changed")
+            self.host.update(spec.container, self.host.flake_ref(name))
+            steps.append(f"rebuilt {spec.container}")
+            # `update` reloads a running container, which does not apply bind mounts or
+            # limits: restart only when those changed.
+            if changed and self.host.unit_state(spec.container).running:
+                self.host.stop(spec.container)
+                self.host.start(spec.container)
+                steps.append(f"restarted {spec.container} to apply them")
+        return StepLog(tuple(steps))
+
+    # -- destroy ------------------------------------------------------------------------
+
+    def destroy(self, name: str, *, purge: bool = False) -> StepLog:
+        spec = self.spec(name)
+        steps: list[str] = []
+        with self.locked():
+            scan = registry.scan(self.config)
+            known = name in scan.registered or name in scan.tombstones
+            if not known and not (purge and self._has_leftovers(spec)):
+                raise HivegenError(f"no agent named {name!r}", hint="hivegen list shows the hive")
+            self.host.destroy(spec.container)
+            steps.append(f"destroyed container {spec.container}")
+            if nspawn.remove_dropin(self.config, spec.container) or nspawn.reload_pending(
+                self.config, spec.container
+            ):
+                self.host.daemon_reload()
+                nspawn.reloaded(self.config, spec.container)
+                steps.append("removed its limits drop-in")
+            if name in scan.registered:
+                fsutil.write_atomic(self.layout.applied(name) / ".git" / registry.TOMBSTONE, "")
+            synced = self.meta.sync()
+            if synced.commit:
+                steps.append(f"meta flake committed {synced.commit[:12]}")
+            if purge:
+                for path in self._purge(spec):
+                    steps.append(f"deleted {path}")
+            else:
+                steps.append("kept its repos, credentials and notes (spawn revives it)")
+        return StepLog(tuple(steps))
+
+    def _has_leftovers(self, spec: AgentSpec) -> bool:
+        return any(p.exists() or p.is_symlink() for p, _ in self._purge_targets(spec))
+
+    def _purge_targets(self, spec: AgentSpec) -> list[tuple[Path, Path]]:
+        layout = self.layout
+        return [
+            (layout.agents / spec.name, layout.agents),
+            (layout.credentials(spec.name), layout.credentials_root),
+            (self.config.runtime_dir(spec), self.config.runtime_dir(spec).parent),
+            # Last: while the applied repo exists, a re-run still knows the agent.
+            (layout.applied(spec.name), layout.applied_root),
+        ]
+
+    def _purge(self, spec: AgentSpec) -> list[Path]:
+        targets = self._purge_targets(spec)
+        # Check every path before deleting any: a symlink planted by the manager must
+        # not turn a purge into a deletion outside the hive.
+        for path, parent in targets:
+            if path.is_symlink():
+                raise HivegenError(
+                    f"refusing to purge {path}: it is a symlink (to {path.resolve()})",
+                    hint="remove it by hand after checking where it points",
+                )
+            if path.exists() and path.resolve().parent != parent.resolve():
+                raise HivegenError(
+                    f"refusing to purge {path}: it resolves to {path.resolve()}, outside {parent}"
+                )
+        deleted = []
+        for path, _ in targets:
+            if path.exists():
+                shutil.rmtree(path)
+                deleted.append(path)
+        return deleted
+
+    # -- list and status ----------------------------------------------------------------
+
+    def status(self) -> list[AgentStatus]:
+        """Every agent, tombstone and foreign h-* container: at most one process."""
+        scan = registry.scan(self.config)
+        specs = [self.spec(n) for n in (*scan.registered, *scan.tombstones)]
+        containers = set(self.host.conf_names())
+        ours = {s.container for s in specs}
+        foreign = sorted(c for c in containers if c.startswith(AGENT_PREFIX) and c not in ours)
+        live = [
+            s.container for s in specs if s.name in scan.registered and s.container in containers
+        ]
+        states = self.host.unit_states([*live, *foreign])
+        result = []
+        for spec in specs:
+            deployed = registry.deployed(self.layout.applied(spec.name) / ".git")
+            unit: UnitState | None = states.get(spec.container)
+            if spec.name in scan.tombstones:
+                state = AgentState.TOMBSTONE
+            elif unit is None:
+                state = AgentState.MISSING
+            else:
+                state = AgentState.RUNNING if unit.running else AgentState.STOPPED
+            result.append(
+                AgentStatus(
+                    name=spec.name,
+                    container=spec.container,
+                    role=spec.role,
+                    port=spec.port,
+                    state=state,
+                    deployed_tag=deployed.tag,
+                    deployed_sha=deployed.sha,
+                    limits=self.config.limits_for(spec.name),
+                    main_pid=unit.main_pid if unit else 0,
+                )
+            )
+        for container in foreign:
+            unit = states.get(container)
+            result.append(
+                AgentStatus(
+                    name=container[len(AGENT_PREFIX) :],
+                    container=container,
+                    role=None,
+                    port=None,
+                    state=AgentState.FOREIGN,
+                    deployed_tag=None,
+                    deployed_sha=None,
+                    limits=None,
+                    main_pid=unit.main_pid if unit else 0,
+                )
+            )
+        return result
+
+    def agents(self) -> list[AgentSpec]:
+        return [self.spec(n) for n in registry.registered_agents(self.config)]

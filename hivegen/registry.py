@@ -1,13 +1,16 @@
-"""Which agents the hive has: applied repos that carry `deployed/0`.
+"""Which agents the hive has, read straight from the filesystem.
 
-Read straight from the filesystem (loose ref or packed-refs), so listing the hive
-starts no process; never derived from `nixos-container list`, whose failure must not
-look like an empty hive.
+An agent is *registered* when its applied repo carries `deployed/0`; `destroy` leaves a
+*tombstone* marker in that repo's .git (its repos, credentials and notes stay, and
+`spawn` revives it). Refs are read as files (loose refs and packed-refs), so listing the
+hive starts no process; the set is never derived from `nixos-container list`, whose
+failure must not look like an empty hive.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from hivegen import names
@@ -15,35 +18,101 @@ from hivegen.config import Config
 from hivegen.errors import HivegenError
 
 DEPLOYED_ZERO = "refs/tags/deployed/0"
+DEPLOYED_PREFIX = "refs/tags/deployed/"
+TOMBSTONE = "hivegen-tombstone"
+
+
+def _packed_refs(git_dir: Path) -> dict[str, str]:
+    try:
+        text = (git_dir / "packed-refs").read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return {}
+    refs = {}
+    for line in text.splitlines():
+        if line.startswith(("#", "^")) or " " not in line:
+            continue
+        sha, ref = line.split(" ", 1)
+        refs[ref] = sha
+    return refs
+
+
+def read_ref(git_dir: Path, ref: str) -> str | None:
+    """The sha a ref names (loose ref first, as git does), or None."""
+    try:
+        value = (git_dir / ref).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return _packed_refs(git_dir).get(ref)
+    if value.startswith("ref: "):
+        return read_ref(git_dir, value[5:])
+    return value or None
 
 
 def has_ref(git_dir: Path, ref: str) -> bool:
-    if (git_dir / ref).is_file():
-        return True
-    try:
-        packed = (git_dir / "packed-refs").read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return False
-    suffix = f" {ref}"
-    return any(line.endswith(suffix) for line in packed.splitlines())
+    return read_ref(git_dir, ref) is not None
 
 
-def registered_agents(config: Config) -> tuple[str, ...]:
-    """Sorted names of every agent whose applied repo has `deployed/0`."""
+def refs_under(git_dir: Path, prefix: str) -> dict[str, str]:
+    """Every ref below `prefix` (e.g. refs/tags/deployed/) → sha."""
+    refs = {ref: sha for ref, sha in _packed_refs(git_dir).items() if ref.startswith(prefix)}
+    base = git_dir / prefix
+    if base.is_dir():
+        for path in base.rglob("*"):
+            if path.is_file():
+                refs[str(path.relative_to(git_dir))] = path.read_text().strip()
+    return refs
+
+
+@dataclass(frozen=True, slots=True)
+class Deployed:
+    """What an agent's applied `main` is, and the newest deployed/<id> tag naming it."""
+
+    sha: str | None
+    tag: str | None
+
+
+def deployed(git_dir: Path) -> Deployed:
+    main = read_ref(git_dir, "refs/heads/main")
+    newest: tuple[int, str] | None = None
+    for ref, sha in refs_under(git_dir, DEPLOYED_PREFIX).items():
+        suffix = ref[len(DEPLOYED_PREFIX) :]
+        if sha == main and suffix.isdigit() and (newest is None or int(suffix) > newest[0]):
+            newest = (int(suffix), f"deployed/{suffix}")
+    return Deployed(main, newest[1] if newest else None)
+
+
+def is_tombstone(config: Config, name: str) -> bool:
+    return (config.layout.applied(name) / ".git" / TOMBSTONE).exists()
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    registered: tuple[str, ...]
+    tombstones: tuple[str, ...]
+
+
+def scan(config: Config) -> Registry:
+    """Registered agents and tombstones, sorted. Starts no process."""
     root = config.layout.applied_root
     try:
         entries = list(os.scandir(root))
     except FileNotFoundError:
-        return ()
+        return Registry((), ())
     except OSError as exc:
         raise HivegenError(f"cannot list {root}: {exc.strerror}") from exc
-    found = []
+    registered: list[str] = []
+    tombstones: list[str] = []
     for entry in entries:
-        name = entry.name
         try:
-            names.validate_agent_name(name, config.hive.manager)
+            names.validate_agent_name(entry.name, config.hive.manager)
         except HivegenError:
             continue  # not ours: hivegen never creates such a directory
-        if entry.is_dir(follow_symlinks=False) and has_ref(Path(entry.path, ".git"), DEPLOYED_ZERO):
-            found.append(name)
-    return tuple(sorted(found))
+        git_dir = Path(entry.path, ".git")
+        if not entry.is_dir(follow_symlinks=False) or not has_ref(git_dir, DEPLOYED_ZERO):
+            continue
+        (tombstones if (git_dir / TOMBSTONE).exists() else registered).append(entry.name)
+    return Registry(tuple(sorted(registered)), tuple(sorted(tombstones)))
+
+
+def registered_agents(config: Config) -> tuple[str, ...]:
+    """Sorted names of every agent whose applied repo has `deployed/0` and no tombstone."""
+    return scan(config).registered

@@ -1,0 +1,175 @@
+"""nixos-container and systemctl, as on a NixOS host (or the simulated one).
+
+Long commands stream their stderr line by line to the `on_output` callback, prefixed
+`[<container>] `, so the operator sees nix build progress as it happens; a failure
+raises CommandError with the command, its status and the last 32 stderr lines.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from hivegen import process
+from hivegen.config import Config, HostRuntime
+
+NIXOS_CONTAINER = "nixos-container"
+SYSTEMCTL = "systemctl"
+SHOW_PROPERTIES = ("Id", "ActiveState", "SubState", "MainPID")
+
+
+class ActiveState(StrEnum):
+    ACTIVE = "active"
+    RELOADING = "reloading"
+    INACTIVE = "inactive"
+    FAILED = "failed"
+    ACTIVATING = "activating"
+    DEACTIVATING = "deactivating"
+    MAINTENANCE = "maintenance"
+    REFRESHING = "refreshing"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class UnitState:
+    unit: str
+    active: ActiveState
+    sub: str
+    main_pid: int
+
+    @property
+    def running(self) -> bool:
+        return self.active in (ActiveState.ACTIVE, ActiveState.RELOADING)
+
+
+def unit_name(container: str) -> str:
+    return f"container@{container}.service"
+
+
+def parse_show(text: str) -> list[dict[str, str]]:
+    """`systemctl show` output: one block of KEY=VALUE lines per unit, blank-separated."""
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                blocks.append(current)
+                current = {}
+            continue
+        key, _, value = line.partition("=")
+        current[key] = value
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+class Host:
+    def __init__(self, config: Config, on_output: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.on_output = on_output
+        self.env = self._child_env()
+
+    def _child_env(self) -> Mapping[str, str | None] | None:
+        match self.config.host.runtime:
+            case HostRuntime.NATIVE:
+                return None
+            case HostRuntime.SIMULATED:
+                from hivegen import simhost
+
+                root = self.config.host.simulated_root
+                bin_dir = simhost.install(root)
+                env: dict[str, str | None] = dict(
+                    simhost.environment(
+                        root, self.config.host.containers_conf_dir, self.config.host.systemd_dir
+                    )
+                )
+                env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+                return env
+
+    def _run(
+        self, argv: list[str], container: str | None = None, check: bool = True
+    ) -> process.CmdOut:
+        sink = None
+        if container is not None and self.on_output is not None:
+            on_output = self.on_output
+            prefix = f"[{container}] "
+
+            def sink(line: str) -> None:
+                on_output(prefix + line)
+
+        return process.run(argv, process.RunOpts(env=self.env, on_stderr_line=sink, check=check))
+
+    # -- nixos-container ----------------------------------------------------------------
+
+    def create(self, container: str, flake_ref: str) -> None:
+        self._run([NIXOS_CONTAINER, "create", container, "--flake", flake_ref], container)
+
+    def update(self, container: str, flake_ref: str) -> None:
+        self._run([NIXOS_CONTAINER, "update", container, "--flake", flake_ref], container)
+
+    def start(self, container: str) -> None:
+        self._run([NIXOS_CONTAINER, "start", container], container)
+
+    def stop(self, container: str) -> None:
+        self._run([NIXOS_CONTAINER, "stop", container], container)
+
+    def destroy(self, container: str) -> None:
+        # nixos-container exits 0 for an unknown container: every failure is real.
+        self._run([NIXOS_CONTAINER, "destroy", container], container)
+
+    def list_containers(self) -> list[str]:
+        out = self._run([NIXOS_CONTAINER, "list"])
+        return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+    def conf_names(self) -> list[str]:
+        """Containers that have a conf, read from the conf dir itself (no process)."""
+        try:
+            entries = list(self.config.host.containers_conf_dir.iterdir())
+        except FileNotFoundError:
+            return []
+        return sorted(p.name[: -len(".conf")] for p in entries if p.name.endswith(".conf"))
+
+    def conf_exists(self, container: str) -> bool:
+        return (self.config.host.containers_conf_dir / f"{container}.conf").is_file()
+
+    # -- systemctl ----------------------------------------------------------------------
+
+    def daemon_reload(self) -> None:
+        self._run([SYSTEMCTL, "daemon-reload"])
+
+    def unit_states(self, containers: Iterable[str]) -> dict[str, UnitState]:
+        """State of every container's unit in one `systemctl show` call."""
+        wanted = list(dict.fromkeys(containers))
+        if not wanted:
+            return {}
+        argv = [
+            SYSTEMCTL,
+            "show",
+            f"--property={','.join(SHOW_PROPERTIES)}",
+            *(unit_name(c) for c in wanted),
+        ]
+        blocks = parse_show(self._run(argv).stdout)
+        by_unit = {block.get("Id", ""): block for block in blocks}
+        states = {}
+        for container in wanted:
+            block = by_unit.get(unit_name(container), {})
+            try:
+                active = ActiveState(block.get("ActiveState", "unknown"))
+            except ValueError:
+                active = ActiveState.UNKNOWN
+            pid = block.get("MainPID", "0")
+            states[container] = UnitState(
+                unit=unit_name(container),
+                active=active,
+                sub=block.get("SubState", ""),
+                main_pid=int(pid) if pid.isdigit() else 0,
+            )
+        return states
+
+    def unit_state(self, container: str) -> UnitState:
+        return self.unit_states([container])[container]
+
+    def flake_ref(self, agent: str) -> str:
+        return f"{self.config.layout.meta}#{agent}"

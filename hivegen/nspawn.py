@@ -1,0 +1,151 @@
+"""The container's nspawn flags (`<conf_dir>/<c>.conf`) and resource-limit drop-in.
+
+Both files are rewritten idempotently (a second write changes no byte, and an unchanged
+file is not touched at all) and atomically.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from hivegen import fsutil
+from hivegen.config import Config
+from hivegen.errors import HivegenError
+from hivegen.names import AgentSpec, Role
+from hivegen.render import LIMITS_DROPIN, render_limits_dropin
+
+RUNTIME_MOUNT = "/run/hive"
+CREDENTIALS_MOUNT = "/root/.claude"
+MANAGER_NOTES_MOUNT = "/state"
+SHARED_MOUNT = "/shared"
+MANAGER_AGENTS_MOUNT = "/agents"
+MANAGER_APPLIED_MOUNT = "/applied"
+MANAGER_META_MOUNT = "/meta"
+
+# Lines hivegen owns in the conf; every other line is kept, in order. A non-empty
+# address makes the start script add --network-veth, which would hide the agent's
+# web UI port from the host: the agents share the host's network namespace.
+OWNED_KEYS = (
+    "EXTRA_NSPAWN_FLAGS",
+    "PRIVATE_NETWORK",
+    "HOST_ADDRESS",
+    "LOCAL_ADDRESS",
+    "HOST_ADDRESS6",
+    "LOCAL_ADDRESS6",
+    "HOST_BRIDGE",
+)
+# Marks a drop-in written but not yet loaded by `systemctl daemon-reload` (an interrupted
+# run must reload on its next try even though the file is unchanged by then).
+RELOAD_PENDING = ".hivegen-reload-pending"
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    source: Path
+    target: str
+    read_only: bool = False
+
+    def flag(self) -> str:
+        return f"--bind{'-ro' if self.read_only else ''}={self.source}:{self.target}"
+
+
+def binds(config: Config, spec: AgentSpec) -> tuple[Bind, ...]:
+    layout = config.layout
+    manager = spec.role is Role.MANAGER
+    notes_mount = MANAGER_NOTES_MOUNT if manager else f"/agents/{spec.name}/state"
+    result = [
+        Bind(config.runtime_dir(spec), RUNTIME_MOUNT),
+        Bind(layout.credentials(spec.name), CREDENTIALS_MOUNT),
+        Bind(layout.notes(spec.name), notes_mount),
+        Bind(layout.shared, SHARED_MOUNT),
+    ]
+    if manager:
+        # The manager edits every proposed repo (RW) and reads what was applied and the
+        # meta flake (RO). Credentials live outside agents/, so this bind exposes none.
+        result += [
+            Bind(layout.agents, MANAGER_AGENTS_MOUNT),
+            Bind(layout.applied_root, MANAGER_APPLIED_MOUNT, read_only=True),
+            Bind(layout.meta, MANAGER_META_MOUNT, read_only=True),
+        ]
+    return tuple(result)
+
+
+def extra_nspawn_flags(config: Config, spec: AgentSpec) -> str:
+    return " ".join(bind.flag() for bind in binds(config, spec))
+
+
+def rewrite_conf(original: str, flags: str) -> str:
+    """The conf with hivegen's lines replaced; every other line kept in order."""
+    kept = [
+        line
+        for line in original.splitlines()
+        if line.lstrip().split("=", 1)[0] not in OWNED_KEYS or "=" not in line
+    ]
+    owned = [
+        "PRIVATE_NETWORK=0",
+        "HOST_ADDRESS=",
+        "LOCAL_ADDRESS=",
+        "HOST_ADDRESS6=",
+        "LOCAL_ADDRESS6=",
+        "HOST_BRIDGE=",
+        f'EXTRA_NSPAWN_FLAGS="{flags}"',
+    ]
+    return "\n".join([*kept, *owned]) + "\n"
+
+
+def conf_path(config: Config, container: str) -> Path:
+    return config.host.containers_conf_dir / f"{container}.conf"
+
+
+def write_conf(config: Config, spec: AgentSpec) -> bool:
+    """Rewrite the container's conf; True if it changed. The container must exist."""
+    path = conf_path(config, spec.container)
+    try:
+        original = path.read_text()
+    except FileNotFoundError:
+        raise HivegenError(
+            f"{path} does not exist: container {spec.container} was not created",
+            hint=f"hivegen spawn {spec.name}",
+        ) from None
+    return fsutil.write_atomic(path, rewrite_conf(original, extra_nspawn_flags(config, spec)))
+
+
+def dropin_dir(config: Config, container: str) -> Path:
+    return config.host.systemd_dir / f"container@{container}.service.d"
+
+
+def write_dropin(config: Config, spec: AgentSpec) -> bool:
+    """Write the limits drop-in; True when systemd must reload (changed, or pending)."""
+    directory = dropin_dir(config, spec.container)
+    text = render_limits_dropin(config.limits_for(spec.name))
+    pending = directory / RELOAD_PENDING
+    current = directory / LIMITS_DROPIN
+    if current.is_file() and not pending.exists() and current.read_text() == text:
+        return False
+    fsutil.write_atomic(pending, "")
+    fsutil.write_atomic(directory / LIMITS_DROPIN, text)
+    return True
+
+
+def remove_dropin(config: Config, container: str) -> bool:
+    """Remove hivegen's drop-in; True when systemd must reload."""
+    directory = dropin_dir(config, container)
+    if not directory.exists():
+        return False
+    fsutil.write_atomic(directory / RELOAD_PENDING, "")
+    (directory / LIMITS_DROPIN).unlink(missing_ok=True)
+    return True
+
+
+def reloaded(config: Config, container: str) -> None:
+    """After a successful daemon-reload: clear the pending mark (and an emptied dir)."""
+    directory = dropin_dir(config, container)
+    (directory / RELOAD_PENDING).unlink(missing_ok=True)
+    if directory.is_dir() and not any(directory.iterdir()):
+        shutil.rmtree(directory)
+
+
+def reload_pending(config: Config, container: str) -> bool:
+    return (dropin_dir(config, container) / RELOAD_PENDING).exists()
