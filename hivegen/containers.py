@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from hivegen import process
+from hivegen import fsutil, process
 from hivegen.config import Config, HostRuntime
 
 NIXOS_CONTAINER = "nixos-container"
@@ -80,10 +80,8 @@ class Host:
 
                 root = self.config.host.simulated_root
                 bin_dir = simhost.install(root)
-                env: dict[str, str | None] = dict(
-                    simhost.environment(
-                        root, self.config.host.containers_conf_dir, self.config.host.systemd_dir
-                    )
+                env = simhost.environment(
+                    root, self.config.host.containers_conf_dir, self.config.host.systemd_dir
                 )
                 env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
                 return env
@@ -99,7 +97,13 @@ class Host:
             def sink(line: str) -> None:
                 on_output(prefix + line)
 
-        return process.run(argv, process.RunOpts(env=self.env, on_stderr_line=sink, check=check))
+        # nixos-container builds with `nix build -o .tmp` in its working directory: run
+        # it from a private one, never from wherever the operator happens to be.
+        work = self.config.layout.root / ".hivegen-work"
+        fsutil.ensure_dir(work, 0o700)
+        return process.run(
+            argv, process.RunOpts(cwd=work, env=self.env, on_stderr_line=sink, check=check)
+        )
 
     # -- nixos-container ----------------------------------------------------------------
 

@@ -1,0 +1,62 @@
+"""A simulated NixOS host: `nixos-container` and `systemctl` as executables.
+
+hivegen drives the real tools as separate processes found on PATH. On a machine without
+NixOS and systemd, `install` puts simulations of both in `<root>/bin`; hivegen then runs
+its children with that directory first on PATH and `environment(...)` set. The
+simulations keep the real command-line contract (see nixos_container.py and
+systemctl.py for what they mirror, and state.py for where they keep their state), and
+really build each container's system with nix.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hivegen.errors import HivegenError
+from hivegen.fsutil import write_atomic
+from hivegen.simhost.state import ENV_CONF_DIR, ENV_ROOT, ENV_SYSTEMD_DIR
+
+__all__ = ["ENV_CONF_DIR", "ENV_ROOT", "ENV_SYSTEMD_DIR", "environment", "install"]
+
+# Run under the same interpreter (and so the same venv) as the hivegen that installed it.
+_WRAPPER = """\
+#!{python}
+# hivegen's simulated `{tool}` (hivegen.simhost.{module}), written by hivegen.simhost.install.
+from hivegen.simhost.{module} import main
+
+raise SystemExit(main())
+"""
+_TOOLS = (("nixos-container", "nixos_container"), ("systemctl", "systemctl"))
+
+
+def install(root: Path) -> Path:
+    """Write the two executables into `<root>/bin` and return that directory.
+
+    A repeated install changes nothing (unchanged files are not rewritten).
+    """
+    python = sys.executable
+    if not python or any(ch.isspace() for ch in python):
+        # A shebang line cannot carry such a path.
+        raise HivegenError(f"cannot install the simulated host for interpreter {python!r}")
+    bin_dir = root / "bin"
+    for tool, module in _TOOLS:
+        text = _WRAPPER.format(python=python, tool=tool, module=module)
+        write_atomic(bin_dir / tool, text, mode=0o755)
+    return bin_dir
+
+
+def environment(root: Path, conf_dir: Path, systemd_dir: Path) -> dict[str, str | None]:
+    """The variables that point the simulated tools at their state (PATH is the caller's).
+
+    Each simulated command is a fresh Python process: bytecode caching is switched back
+    on (in the simulated host's own directory) so that it does not recompile hivegen on
+    every call. A value of None removes the variable.
+    """
+    return {
+        ENV_ROOT: str(root),
+        ENV_CONF_DIR: str(conf_dir),
+        ENV_SYSTEMD_DIR: str(systemd_dir),
+        "PYTHONDONTWRITEBYTECODE": None,
+        "PYTHONPYCACHEPREFIX": str(root / "pycache"),
+    }
