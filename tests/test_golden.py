@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hivegen.config import Config, parse_config
+from hivegen.nspawn import extra_nspawn_flags, rewrite_conf
 from hivegen.render import (
     MetaModel,
     dropin_relpath,
@@ -31,14 +32,35 @@ def load_case(case: Path) -> tuple[Config, list[str]]:
     return config, agents
 
 
+def created_conf(config: Config, index: int) -> str:
+    """The conf `nixos-container create --flake <S>/meta#<n>` writes (nixos-container.pl),
+    with an operator's own line at the end that a rewrite must keep."""
+    return (
+        "PRIVATE_NETWORK=1\n"
+        f"HOST_ADDRESS=10.233.{index}.1\n"
+        f"LOCAL_ADDRESS=10.233.{index}.2\n"
+        "HOST_BRIDGE=\n"
+        "HOST_PORT=\n"
+        "AUTO_START=0\n"
+        f"FLAKE={config.layout.meta}\n"
+        "EXTRA_OPERATOR_SETTING=kept\n"
+    )
+
+
 def render_case(config: Config, agents: list[str]) -> dict[str, str]:
     """Every file hivegen renders for this hive, keyed by its path under the state root
-    (`systemd/` stands for the host's drop-in directory)."""
+    (`systemd/` and `nixos-containers/` stand for the host's drop-in and conf dirs)."""
     files: dict[str, str] = {}
     for path, text in render_meta(MetaModel.from_config(config, agents)).items():
         files[f"meta/{path}"] = text
-    for name in agents:
+    for index, name in enumerate(agents, start=1):
         spec = config.agent(name)
+        original = created_conf(config, index)
+        files[f"nixos-containers/{spec.container}.conf.created"] = original
+        rewritten = rewrite_conf(original, extra_nspawn_flags(config, spec))
+        # A second rewrite changes no byte.
+        assert rewrite_conf(rewritten, extra_nspawn_flags(config, spec)) == rewritten
+        files[f"nixos-containers/{spec.container}.conf"] = rewritten
         for path, text in render_agent_repo(name).items():
             files[f"agents/{name}/config/{path}"] = text
         dropin = render_limits_dropin(config.limits_for(name))

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hivegen.cli import main
+
+
+@pytest.fixture(autouse=True)
+def keep_nix_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The demo adds its offline settings to NIX_CONFIG for the rest of its process.
+    monkeypatch.setenv("NIX_CONFIG", os.environ["NIX_CONFIG"])
+
+
+def test_demo_builds_a_running_hive_and_teaches_the_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "hive-demo"
+    assert main(["demo", str(target)]) == 0
+    out = capsys.readouterr().out
+    config = target / "hive.toml"
+    for step in ("init", "spawn hm1nd", "spawn alice", "spawn bob", "status"):
+        assert f"$ hivegen --config {config} {step}\n" in out
+    table = out.split(f"$ hivegen --config {config} status\n", 1)[1].splitlines()
+    assert table[0].split() == [
+        "NAME",
+        "CONTAINER",
+        "ROLE",
+        "PORT",
+        "STATE",
+        "DEPLOYED",
+        "MEMORY",
+        "CPU",
+    ]
+    rows = {line.split()[0]: line.split() for line in table[1:4]}
+    assert set(rows) == {"alice", "bob", "hm1nd"}
+    assert all(row[4] == "running" for row in rows.values())
+    assert rows["alice"][-2] == "4G"  # the demo's per-agent override
+
+    # A second demo in the same place replaces the first.
+    assert main(["demo", str(target)]) == 0
+    capsys.readouterr()
+    # The commands it printed work by hand.
+    assert main(["--config", str(config), "stop", "alice"]) == 0
+    assert "alice: stopped h-alice" in capsys.readouterr().out
+
+
+def test_demo_refuses_a_directory_it_did_not_make(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "precious.txt").write_text("keep\n")
+    assert main(["demo", str(tmp_path)]) == 2
+    assert "not touching it" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["precious.txt"]
+
+
+def test_demo_refuses_a_path_hivegen_cannot_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", str(tmp_path / "with space")]) == 2
+    assert "must be an absolute path" in capsys.readouterr().err
+    assert not (tmp_path / "with space").exists()
+
+
+def test_verbose_shows_each_external_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", str(tmp_path / "d")]) == 0
+    capsys.readouterr()
+    assert main(["-v", "--config", str(tmp_path / "d/hive.toml"), "rebuild", "bob"]) == 0
+    err = capsys.readouterr().err
+    assert "$ nixos-container update h-bob --flake" in err
+    assert "$ nix --extra-experimental-features 'nix-command flakes' flake lock" in err
