@@ -250,6 +250,7 @@ def _add_lifecycle_commands(sub: Any) -> None:
     )
     status.add_argument("--json", action="store_true", help="print a JSON array")
     status.set_defaults(handler=_cmd_status)
+    _add_proposal_commands(sub)
     demo = sub.add_parser(
         "demo",
         help="build a throwaway demo hive and show each step",
@@ -269,6 +270,243 @@ def _add_lifecycle_commands(sub: Any) -> None:
         "there is replaced, anything else is refused)",
     )
     demo.set_defaults(handler=_cmd_demo)
+
+
+def _add_proposal_commands(sub: Any) -> None:
+    def add(name: str, summary: str, description: str, example: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(
+            name,
+            help=summary,
+            description=description,
+            formatter_class=_Formatter,
+            allow_abbrev=False,
+            epilog=f"example:\n  {example}",
+        )
+        return parser
+
+    propose = add(
+        "propose",
+        "propose a commit of an agent's proposed repo for deployment",
+        "Pin the manager's commit REV (7 to 40 hex digits) of AGENT's proposed repo in its\n"
+        "applied repo as proposal/<id>, after checking it has flake.nix and agent.nix and\n"
+        "that every .nix file parses. Prints the new proposal's id.",
+        "hivegen propose alice 1a2b3c4",
+    )
+    propose.add_argument("agent", metavar="AGENT")
+    propose.add_argument("rev", metavar="REV")
+    propose.add_argument("--json", action="store_true", help="print the proposal as JSON")
+    propose.set_defaults(handler=_cmd_propose)
+
+    pending = add(
+        "pending",
+        "list open proposals",
+        "Open proposals: id, agent, short sha, subject and age.",
+        "hivegen pending",
+    )
+    pending.add_argument("--json", action="store_true", help="print a JSON array")
+    pending.set_defaults(handler=_cmd_pending)
+
+    diff = add(
+        "diff",
+        "show what a proposal changes",
+        "The diff from what AGENT runs (applied main) to proposal ID.",
+        "hivegen diff 3",
+    )
+    diff.add_argument("id", metavar="ID", type=int)
+    diff.add_argument(
+        "--color",
+        type=Color,
+        choices=list(Color),
+        default=Color.AUTO,
+        help="highlight the diff (default: auto)",
+    )
+    diff.set_defaults(handler=_cmd_diff)
+
+    approve = add(
+        "approve",
+        "build and deploy a proposal (rolled back if it fails to build)",
+        "Tag approved/<id> and building/<id>, move main to the proposal, bump the meta\n"
+        "flake and rebuild the container. Success: deployed/<id> and a meta commit.\n"
+        "Failure: failed/<id> holds the build error and everything is put back.",
+        "hivegen approve 3",
+    )
+    approve.add_argument("id", metavar="ID", type=int)
+    approve.add_argument("--json", action="store_true", help="print the result as JSON")
+    approve.set_defaults(handler=_cmd_approve)
+
+    deny = add(
+        "deny",
+        "refuse a proposal",
+        "Tag denied/<id> (annotated with the note) and close the proposal.",
+        "hivegen deny 3 --note 'no network access for this agent'",
+    )
+    deny.add_argument("id", metavar="ID", type=int)
+    deny.add_argument("--note", default="", help="why (kept in the tag)")
+    deny.add_argument("--json", action="store_true", help="print the proposal as JSON")
+    deny.set_defaults(handler=_cmd_deny)
+
+    history = add(
+        "history",
+        "every proposal and deploy of an agent, newest first",
+        "Id, tag, sha, status, when, and the note or the build error's first line.",
+        "hivegen history alice",
+    )
+    history.add_argument("agent", metavar="AGENT")
+    history.add_argument("--json", action="store_true", help="print a JSON array")
+    history.set_defaults(handler=_cmd_history)
+
+    rollback = add(
+        "rollback",
+        "deploy an earlier deployed commit again",
+        "A new proposal (kind rollback) of the commit of TAG, approved and deployed\n"
+        "through the same path: history stays append-only.",
+        "hivegen rollback alice --to deployed/0",
+    )
+    rollback.add_argument("agent", metavar="AGENT")
+    rollback.add_argument("--to", required=True, metavar="TAG", help="deployed/<id>")
+    rollback.add_argument("--json", action="store_true", help="print the result as JSON")
+    rollback.set_defaults(handler=_cmd_rollback)
+
+
+def _proposals(args: argparse.Namespace) -> Any:
+    from hivegen.proposals import Proposals
+
+    return Proposals(_hive(args))
+
+
+def _proposal_json(proposal: Any) -> dict[str, object]:
+    return {
+        "id": proposal.id,
+        "agent": proposal.agent,
+        "kind": str(proposal.kind),
+        "commit_ref": proposal.commit_ref,
+        "sha": proposal.fetched_sha,
+        "status": str(proposal.status),
+        "note": proposal.note,
+        "error": proposal.error,
+        "created": proposal.created,
+        "resolved": proposal.resolved,
+    }
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _cmd_propose(args: argparse.Namespace) -> int:
+    proposal = _proposals(args).propose(args.agent, args.rev)
+    if args.json:
+        _print_json(_proposal_json(proposal))
+    else:
+        print(proposal.id)
+        print(
+            f"proposal {proposal.id}: {proposal.agent} {_short(proposal.fetched_sha)} "
+            f"(hivegen diff {proposal.id}; hivegen approve {proposal.id})",
+            file=sys.stderr,
+        )
+    return ExitCode.OK
+
+
+def _cmd_pending(args: argparse.Namespace) -> int:
+    import time
+
+    entries = _proposals(args).pending()
+    now = time.time()
+    if args.json:
+        _print_json([{**_proposal_json(e.proposal), "subject": e.subject} for e in entries])
+    elif not entries:
+        print("no pending proposals")
+    else:
+        _print_table(
+            ["ID", "AGENT", "SHA", "AGE", "SUBJECT"],
+            [
+                [
+                    e.proposal.id,
+                    e.proposal.agent,
+                    _short(e.proposal.fetched_sha, 7),
+                    _age(now - e.proposal.created),
+                    e.subject,
+                ]
+                for e in entries
+            ],
+        )
+    return ExitCode.OK
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from hivegen.highlight import highlight, wants_color
+
+    text = _proposals(args).diff(args.id)
+    sys.stdout.write(
+        highlight(text, Language.DIFF) if wants_color(args.color, sys.stdout) else text
+    )
+    return ExitCode.OK
+
+
+def _print_deployment(args: argparse.Namespace, deployment: Any) -> int:
+    if args.json:
+        _print_json({**_proposal_json(deployment.proposal), "steps": list(deployment.steps)})
+    else:
+        for step in deployment.steps:
+            print(f"{deployment.proposal.agent}: {step}")
+    return ExitCode.OK
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    return _print_deployment(args, _proposals(args).approve(args.id))
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    return _print_deployment(args, _proposals(args).rollback(args.agent, args.to))
+
+
+def _cmd_deny(args: argparse.Namespace) -> int:
+    proposal = _proposals(args).deny(args.id, args.note)
+    if args.json:
+        _print_json(_proposal_json(proposal))
+    else:
+        print(f"proposal {proposal.id} denied (tag denied/{proposal.id})")
+    return ExitCode.OK
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    import time
+
+    entries = _proposals(args).history(args.agent)
+    if args.json:
+        _print_json(
+            [
+                {
+                    "id": e.id,
+                    "kind": e.kind,
+                    "tag": e.tag,
+                    "sha": e.sha,
+                    "status": e.status,
+                    "when": e.when,
+                    "note": e.note,
+                }
+                for e in entries
+            ]
+        )
+        return ExitCode.OK
+    _print_table(
+        ["ID", "TAG", "SHA", "STATUS", "WHEN", "NOTE"],
+        [
+            [
+                e.id,
+                e.tag,
+                _short(e.sha, 7),
+                e.status,
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(e.when)) if e.when else "-",
+                e.note,
+            ]
+            for e in entries
+        ],
+    )
+    return ExitCode.OK
 
 
 def _cmd_lifecycle(args: argparse.Namespace) -> int:
@@ -327,6 +565,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
                     "deployed_tag": s.deployed_tag,
                     "deployed_sha": s.deployed_sha,
                     "main_pid": s.main_pid,
+                    "pending": s.pending,
                     "limits": {"memory_max": s.limits.memory_max, "cpu_quota": s.limits.cpu_quota}
                     if s.limits
                     else None,
@@ -342,16 +581,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
             str(s.role or "-"),
             s.port or "-",
             str(s.state),
-            " ".join(x for x in (s.deployed_tag or "-", _short(s.deployed_sha, 7)) if x),
+            f"{s.deployed_tag or '(untagged)'} {_short(s.deployed_sha, 7)}"
+            if s.deployed_sha
+            else "-",
             s.limits.memory_max if s.limits else "-",
             s.limits.cpu_quota if s.limits else "-",
+            s.pending if s.role else "-",
         ]
         for s in statuses
     ]
     if not rows:
         print("no agents yet: hivegen spawn NAME creates one")
         return ExitCode.OK
-    _print_table(["NAME", "CONTAINER", "ROLE", "PORT", "STATE", "DEPLOYED", "MEMORY", "CPU"], rows)
+    _print_table(
+        ["NAME", "CONTAINER", "ROLE", "PORT", "STATE", "DEPLOYED", "MEMORY", "CPU", "PENDING"],
+        rows,
+    )
     return ExitCode.OK
 
 

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from hivegen import fsutil, process
 from hivegen.config import Config, HostRuntime
+from hivegen.git import CHILD_GIT_ENV
 
 NIXOS_CONTAINER = "nixos-container"
 SYSTEMCTL = "systemctl"
@@ -71,10 +72,11 @@ class Host:
         self.on_output = on_output
         self.env = self._child_env()
 
-    def _child_env(self) -> Mapping[str, str | None] | None:
+    def _child_env(self) -> Mapping[str, str | None]:
+        # nixos-container builds with nix, whose git fetcher runs git in the applied repos.
         match self.config.host.runtime:
             case HostRuntime.NATIVE:
-                return None
+                return CHILD_GIT_ENV
             case HostRuntime.SIMULATED:
                 from hivegen import simhost
 
@@ -84,7 +86,7 @@ class Host:
                     root, self.config.host.containers_conf_dir, self.config.host.systemd_dir
                 )
                 env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
-                return env
+                return {**CHILD_GIT_ENV, **env}
 
     def _run(
         self, argv: list[str], container: str | None = None, check: bool = True

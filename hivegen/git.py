@@ -21,9 +21,23 @@ HARDENING = (
     "-c", "safe.directory=*",
 )  # fmt: skip
 
+# The same settings as environment variables, for the git processes that other programs
+# start in hivegen's repos (nix's git fetcher runs `git diff` in each applied repo while
+# locking and building): git reads GIT_CONFIG_COUNT/KEY_n/VALUE_n on top of every file.
+CHILD_GIT_ENV: dict[str, str | None] = {
+    "GIT_CONFIG_COUNT": "3",
+    "GIT_CONFIG_KEY_0": "core.hooksPath",
+    "GIT_CONFIG_VALUE_0": "/dev/null",
+    "GIT_CONFIG_KEY_1": "core.fsmonitor",
+    "GIT_CONFIG_VALUE_1": "false",
+    "GIT_CONFIG_KEY_2": "safe.directory",
+    "GIT_CONFIG_VALUE_2": "*",
+}
+
 # Ignore /etc/gitconfig and ~/.gitconfig: the host's settings must not change what
 # hivegen's repos record, and prompts must never wait on a terminal.
 ENV: dict[str, str | None] = {
+    **CHILD_GIT_ENV,
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_CONFIG_GLOBAL": "/dev/null",
     "GIT_TERMINAL_PROMPT": "0",

@@ -20,6 +20,7 @@ from hivegen.errors import HivegenError
 from hivegen.meta import Meta, SyncPlan, SyncResult, UpdateResult
 from hivegen.names import AGENT_PREFIX, AgentSpec, Role
 from hivegen.repos import git_for, seed
+from hivegen.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class AgentStatus:
     deployed_sha: str | None
     limits: Limits | None
     main_pid: int = 0
+    pending: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +141,7 @@ class Hive:
     def spec(self, name: str) -> AgentSpec:
         return self.config.agent(name)
 
-    def _registered(self, name: str) -> AgentSpec:
+    def registered(self, name: str) -> AgentSpec:
         spec = self.spec(name)
         scan = registry.scan(self.config)
         if name in scan.tombstones:
@@ -164,7 +166,7 @@ class Hive:
                 return other.name
         return None
 
-    def _check_port(self, spec: AgentSpec, *, running_only: bool) -> None:
+    def check_port(self, spec: AgentSpec, *, running_only: bool) -> None:
         other = self._port_taken_by(spec, running_only=running_only)
         if other is not None:
             raise HivegenError(
@@ -191,13 +193,16 @@ class Hive:
             nspawn.reloaded(self.config, spec.container)
         return conf_changed or dropin_changed
 
-    def _foreign(self, container: str) -> bool:
-        """An h-* container whose agent hivegen does not know."""
-        if not container.startswith(AGENT_PREFIX):
-            return False
-        name = container[len(AGENT_PREFIX) :]
-        scan = registry.scan(self.config)
-        return name not in scan.registered and name not in scan.tombstones
+    def apply_host_files(self, spec: AgentSpec) -> list[str]:
+        """Conf and drop-in up to date; a running container restarted if they changed."""
+        if not self._write_host_files(spec):
+            return []
+        steps = ["nspawn flags or limits changed"]
+        if self.host.unit_state(spec.container).running:
+            self.host.stop(spec.container)
+            self.host.start(spec.container)
+            steps.append(f"restarted {spec.container} to apply them")
+        return steps
 
     # -- spawn --------------------------------------------------------------------------
 
@@ -224,7 +229,7 @@ class Hive:
                     f"container {spec.container} exists but hivegen did not create it",
                     hint="choose another name, or remove that container first",
                 )
-            self._check_port(spec, running_only=False)
+            self.check_port(spec, running_only=False)
             self._ensure_dirs(spec)
             result = seed(self.config, self.git, name)
             if result.proposed_created:
@@ -261,11 +266,11 @@ class Hive:
 
     def start(self, name: str) -> StepLog:
         with self.locked():
-            spec = self._registered(name)
-            self._require_container(spec)
+            spec = self.registered(name)
+            self.require_container(spec)
             if self.host.unit_state(spec.container).running:
                 return StepLog((f"{spec.container} is already running",))
-            self._check_port(spec, running_only=True)
+            self.check_port(spec, running_only=True)
             self._ensure_dirs(spec)
             self._write_host_files(spec)
             self.host.start(spec.container)
@@ -273,8 +278,8 @@ class Hive:
 
     def stop(self, name: str) -> StepLog:
         with self.locked():
-            spec = self._registered(name)
-            self._require_container(spec)
+            spec = self.registered(name)
+            self.require_container(spec)
             if not self.host.unit_state(spec.container).running:
                 return StepLog((f"{spec.container} is already stopped",))
             self.host.stop(spec.container)
@@ -282,9 +287,9 @@ class Hive:
 
     def restart(self, name: str) -> StepLog:
         with self.locked():
-            spec = self._registered(name)
-            self._require_container(spec)
-            self._check_port(spec, running_only=True)
+            spec = self.registered(name)
+            self.require_container(spec)
+            self.check_port(spec, running_only=True)
             self._ensure_dirs(spec)
             self._write_host_files(spec)
             if self.host.unit_state(spec.container).running:
@@ -292,7 +297,7 @@ class Hive:
             self.host.start(spec.container)
         return StepLog((f"restarted {spec.container}",))
 
-    def _require_container(self, spec: AgentSpec) -> None:
+    def require_container(self, spec: AgentSpec) -> None:
         if not self.host.conf_exists(spec.container):
             raise HivegenError(
                 f"agent {spec.name!r} has no container ({spec.container})",
@@ -304,9 +309,9 @@ class Hive:
     def rebuild(self, name: str) -> StepLog:
         steps: list[str] = []
         with self.locked():
-            spec = self._registered(name)
-            self._require_container(spec)
-            self._check_port(spec, running_only=True)
+            spec = self.registered(name)
+            self.require_container(spec)
+            self.check_port(spec, running_only=True)
             self._ensure_dirs(spec)
             synced = self.meta.sync()
             if synced.commit:
@@ -404,6 +409,7 @@ class Hive:
             s.container for s in specs if s.name in scan.registered and s.container in containers
         ]
         states = self.host.unit_states([*live, *foreign])
+        pending = Store(self.layout.database).pending_counts()
         result = []
         for spec in specs:
             deployed = registry.deployed(self.layout.applied(spec.name) / ".git")
@@ -425,6 +431,7 @@ class Hive:
                     deployed_sha=deployed.sha,
                     limits=self.config.limits_for(spec.name),
                     main_pid=unit.main_pid if unit else 0,
+                    pending=pending.get(spec.name, 0),
                 )
             )
         for container in foreign:

@@ -292,6 +292,10 @@ class Meta:
 
     # -- helpers ------------------------------------------------------------------------
 
+    def is_pending(self) -> bool:
+        """A sync, bump or deploy started and did not reach its commit (or abort)."""
+        return (self.dir / ".git" / PENDING).exists()
+
     def _mark_pending(self) -> None:
         fsutil.write_atomic(self.dir / ".git" / PENDING, "")
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from hivegen import process
 from hivegen.errors import HivegenError
+from hivegen.git import CHILD_GIT_ENV
 
 # Every call enables flakes itself: the host's nix.conf may not.
 NIX = ("nix", "--extra-experimental-features", "nix-command flakes")
@@ -45,7 +46,7 @@ def version() -> NixVersion:
 
 
 def run(*args: str, cwd: Path | None = None) -> process.CmdOut:
-    return process.run([*NIX, *args], process.RunOpts(cwd=cwd))
+    return process.run([*NIX, *args], process.RunOpts(cwd=cwd, env=CHILD_GIT_ENV))
 
 
 def flake_lock(flake_dir: Path) -> None:
@@ -68,3 +69,10 @@ def prefetch(flake_ref: str) -> dict[str, Any]:
     out = run("flake", "prefetch", "--json", "--", flake_ref)
     result: dict[str, Any] = json.loads(out.stdout)
     return result
+
+
+def parse_files(paths: list[Path]) -> process.CmdOut:
+    """`nix-instantiate --parse` every file (stops at the first that does not parse)."""
+    return process.run(
+        ["nix-instantiate", "--parse", *map(str, paths)], process.RunOpts(check=False)
+    )

@@ -127,3 +127,16 @@ def files_of(repo: Path) -> dict[str, bytes]:
             )
             state[f"git {' '.join(args)}"] = result.stdout
     return state
+
+
+def sim_config(tmp_path: Path, hyperhive_flake: str, extra: str = "") -> Path:
+    host = tmp_path / "host"
+    path = tmp_path / "hive.toml"
+    path.write_text(
+        f'[hive]\nstate_root = "{tmp_path / "state"}"\nhyperhive_flake = "{hyperhive_flake}"\n'
+        f'[host]\nruntime = "simulated"\nsimulated_root = "{host}"\n'
+        f'containers_conf_dir = "{host / "etc/nixos-containers"}"\n'
+        f'systemd_dir = "{host / "etc/systemd/system.control"}"\n'
+        f'runtime_root = "{host / "run/hyperhive"}"\n{extra}'
+    )
+    return path

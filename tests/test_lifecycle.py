@@ -15,20 +15,7 @@ from hivegen.cli import main
 from hivegen.config import load_config
 from hivegen.errors import HivegenError
 from hivegen.hive import AgentState, Hive
-from tests.conftest import commit_dir, git
-
-
-def sim_config(tmp_path: Path, hyperhive_flake: str, extra: str = "") -> Path:
-    host = tmp_path / "host"
-    path = tmp_path / "hive.toml"
-    path.write_text(
-        f'[hive]\nstate_root = "{tmp_path / "state"}"\nhyperhive_flake = "{hyperhive_flake}"\n'
-        f'[host]\nruntime = "simulated"\nsimulated_root = "{host}"\n'
-        f'containers_conf_dir = "{host / "etc/nixos-containers"}"\n'
-        f'systemd_dir = "{host / "etc/systemd/system.control"}"\n'
-        f'runtime_root = "{host / "run/hyperhive"}"\n{extra}'
-    )
-    return path
+from tests.conftest import commit_dir, git, sim_config
 
 
 @pytest.fixture

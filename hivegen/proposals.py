@@ -1,0 +1,372 @@
+"""propose → approve → build → deploy, with automatic rollback on a failed build.
+
+The applied repo keeps every step as a tag: `proposal/<id>` pins the manager's commit,
+`approved/<id>` and `building/<id>` mark an approve under way, and it ends as
+`deployed/<id>`, or as an annotated `failed/<id>` holding the build error (with `main`
+put back), or `denied/<id>` holding the operator's note.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from hivegen import nix, registry
+from hivegen.errors import CommandError, HivegenError, UsageError
+from hivegen.git import validate_commit_ref
+from hivegen.hive import Hive
+from hivegen.nixlang import check_nix_string
+from hivegen.render import AGENT_NIX, FLAKE_NIX
+from hivegen.store import Proposal, ProposalKind, ProposalStatus, Store
+
+MAIN = "refs/heads/main"
+DEPLOYED_TAG = re.compile(r"deployed/(0|[1-9][0-9]{0,17})\Z")
+MAX_NOTE = 10_000
+
+
+class BuildFailed(HivegenError):
+    """An approved proposal did not build; everything was put back as it was."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    proposal: Proposal
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    proposal: Proposal
+    sha: str
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    id: int
+    kind: str
+    tag: str
+    sha: str | None
+    status: str
+    when: float | None
+    note: str
+
+
+def validate_note(note: str) -> str:
+    if len(note) > MAX_NOTE:
+        raise UsageError(f"note is too long ({len(note)} characters; at most {MAX_NOTE})")
+    try:
+        check_nix_string(note)  # the same rule: no control characters but tab/newline/CR
+    except HivegenError as exc:
+        raise UsageError(f"invalid note: {exc.message}") from None
+    return note
+
+
+class Proposals:
+    def __init__(self, hive: Hive) -> None:
+        self.hive = hive
+        self.git = hive.git
+        self.layout = hive.layout
+        self.store = Store(hive.layout.database)
+
+    def _applied(self, agent: str) -> Path:
+        return self.layout.applied(agent)
+
+    def _tag(self, agent: str, name: str, sha: str, message: str | None = None) -> None:
+        """Create a tag, or accept it if it already names `sha` (a resumed run)."""
+        existing = registry.read_ref(self._applied(agent) / ".git", f"refs/tags/{name}")
+        if existing is not None:
+            target = self.git.rev_parse(self._applied(agent), f"refs/tags/{name}")
+            if target == sha:
+                return
+            raise HivegenError(
+                f"tag {name} in {self._applied(agent)} already names {target}, not {sha}",
+                hint="proposal ids are never reused; was hive.sqlite replaced?",
+            )
+        self.git.tag(self._applied(agent), name, sha, message)
+
+    # -- propose ------------------------------------------------------------------------
+
+    def propose(self, agent: str, rev: str) -> Proposal:
+        validate_commit_ref(rev)  # before any git call: never an option or a refspec
+        with self.hive.locked():
+            self.hive.registered(agent)
+            proposed = self.layout.proposed(agent)
+            sha = self.git.rev_parse(proposed, rev)
+            if sha is None:
+                raise UsageError(f"no commit {rev} in {agent}'s proposed repo ({proposed})")
+            applied = self._applied(agent)
+            with self.store.connect() as db:
+                proposal_id = self.store.insert(db, agent, ProposalKind.APPLY, rev)
+                tag = f"proposal/{proposal_id}"
+                if registry.has_ref(applied / ".git", f"refs/tags/{tag}"):
+                    raise HivegenError(
+                        f"tag {tag} already exists in {applied}",
+                        hint="proposal ids are never reused; was hive.sqlite replaced?",
+                    )
+                self.git.run(
+                    applied,
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--",
+                    str(proposed),
+                    f"{sha}:refs/tags/{tag}",
+                )
+                try:
+                    self._check_tree(agent, sha)
+                except BaseException:
+                    self.git.run(applied, "tag", "-d", tag)
+                    raise
+                db.execute("UPDATE proposals SET fetched_sha = ? WHERE id = ?", (sha, proposal_id))
+        return self.store.get(proposal_id)
+
+    def _check_tree(self, agent: str, sha: str) -> None:
+        applied = self._applied(agent)
+        listing = self.git.run(
+            applied, "ls-tree", "-r", "-z", "--name-only", "--end-of-options", sha
+        ).stdout
+        paths = [p for p in listing.split("\0") if p]
+        missing = sorted({AGENT_NIX, FLAKE_NIX} - set(paths))
+        if missing:
+            raise UsageError(
+                f"commit {sha[:12]} of {agent} has no {' or '.join(missing)} at its top "
+                "level: not a hivegen agent config"
+            )
+        with tempfile.TemporaryDirectory(prefix="hivegen-propose-") as tmp:
+            files = []
+            for rel in (p for p in paths if p.endswith(".nix")):
+                target = Path(tmp, *PurePosixPath(rel).parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                blob = self.git.run(applied, "cat-file", "blob", f"{sha}:{rel}").stdout
+                target.write_text(blob)
+                files.append(target)
+            result = nix.parse_files(files)
+            if not result.ok:
+                detail = result.stderr.replace(f"{tmp}/", "").strip()
+                raise UsageError(
+                    f"commit {sha[:12]} of {agent} has a .nix file that does not parse:\n{detail}"
+                )
+
+    # -- read-only views ----------------------------------------------------------------
+
+    def pending(self) -> list[PendingEntry]:
+        entries = []
+        for proposal in self.store.pending():
+            subject = ""
+            if proposal.fetched_sha:
+                subject = self.git.out(
+                    self._applied(proposal.agent), "log", "-1", "--format=%s", proposal.fetched_sha
+                )
+            entries.append(PendingEntry(proposal, subject))
+        return entries
+
+    def diff(self, proposal_id: int) -> str:
+        proposal = self.store.get(proposal_id)
+        return (
+            self.git.out(
+                self._applied(proposal.agent), "diff", MAIN, f"refs/tags/{proposal.tag}", "--"
+            )
+            + "\n"
+        )
+
+    def history(self, agent: str) -> list[HistoryEntry]:
+        self.hive.spec(agent)
+        applied = self._applied(agent)
+        if not registry.has_ref(applied / ".git", registry.DEPLOYED_ZERO):
+            raise HivegenError(f"no agent named {agent!r}", hint="hivegen list shows the hive")
+        entries = [
+            HistoryEntry(
+                id=p.id,
+                kind=str(p.kind),
+                tag=_final_tag(p),
+                sha=p.fetched_sha,
+                status=str(p.status),
+                when=p.resolved or p.created,
+                note=p.note or _headline(p.error),
+            )
+            for p in self.store.of_agent(agent)
+        ]
+        seed_sha = registry.read_ref(applied / ".git", registry.DEPLOYED_ZERO)
+        seeded = self.git.out(applied, "log", "-1", "--format=%ct", "refs/tags/deployed/0")
+        entries.append(
+            HistoryEntry(
+                0,
+                "seed",
+                "deployed/0",
+                seed_sha,
+                "deployed",
+                float(seeded),
+                "seeded from the proposed repo",
+            )
+        )
+        return entries
+
+    # -- deny ---------------------------------------------------------------------------
+
+    def deny(self, proposal_id: int, note: str = "") -> Proposal:
+        validate_note(note)
+        with self.hive.locked():
+            proposal = self._pending(proposal_id)
+            assert proposal.fetched_sha is not None
+            self._tag(proposal.agent, f"denied/{proposal.id}", proposal.fetched_sha, note)
+            self.store.set_status(proposal.id, ProposalStatus.DENIED, note=note)
+        return self.store.get(proposal_id)
+
+    def _pending(self, proposal_id: int) -> Proposal:
+        proposal = self.store.get(proposal_id)
+        if proposal.status is not ProposalStatus.PENDING:
+            when = (
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(proposal.resolved))
+                if proposal.resolved
+                else ""
+            )
+            raise HivegenError(
+                f"proposal {proposal.id} is {proposal.status}"
+                + (f" (since {when})" if when else "")
+                + ": only a pending proposal can be approved or denied",
+            )
+        return proposal
+
+    # -- approve and rollback -----------------------------------------------------------
+
+    def approve(self, proposal_id: int) -> Deployment:
+        with self.hive.locked():
+            proposal = self.store.get(proposal_id)
+            if proposal.status is ProposalStatus.BUILDING:
+                # Only a killed approve leaves this (we hold the lock): finish or undo it.
+                proposal = self.recover(proposal)
+                if proposal.status is ProposalStatus.DEPLOYED:
+                    return Deployment(
+                        proposal, proposal.fetched_sha or "", ("finished an interrupted deploy",)
+                    )
+            proposal = self._pending(proposal_id)
+            return self._deploy(proposal)
+
+    def rollback(self, agent: str, to: str) -> Deployment:
+        if not DEPLOYED_TAG.match(to):
+            raise UsageError(f"invalid target {to!r}: must be deployed/<id>, e.g. deployed/0")
+        with self.hive.locked():
+            self.hive.registered(agent)
+            applied = self._applied(agent)
+            sha = registry.read_ref(applied / ".git", f"refs/tags/{to}")
+            if sha is None:
+                raise UsageError(f"{agent} has no tag {to}", hint=f"hivegen history {agent}")
+            with self.store.connect() as db:
+                proposal_id = self.store.insert(db, agent, ProposalKind.ROLLBACK, to)
+                self._tag(agent, f"proposal/{proposal_id}", sha)
+                db.execute(
+                    "UPDATE proposals SET fetched_sha = ?, note = ? WHERE id = ?",
+                    (sha, f"rollback to {to}", proposal_id),
+                )
+            return self._deploy(self.store.get(proposal_id))
+
+    def _deploy(self, proposal: Proposal) -> Deployment:
+        hive, git, agent = self.hive, self.git, proposal.agent
+        spec = hive.registered(agent)
+        hive.require_container(spec)
+        hive.check_port(spec, running_only=True)
+        sha = proposal.fetched_sha
+        assert sha is not None
+        applied = self._applied(agent)
+        old_main = registry.read_ref(applied / ".git", MAIN)
+        assert old_main is not None
+        steps = []
+        self.store.set_status(proposal.id, ProposalStatus.BUILDING)
+        self._tag(agent, f"approved/{proposal.id}", sha)
+        self._tag(agent, f"building/{proposal.id}", sha)
+        # Compare-and-swap: main moves only from the sha it had when we read it.
+        git.run(applied, "update-ref", MAIN, sha, old_main)
+        git.run(applied, "read-tree", "--reset", "-u", MAIN)
+        try:
+            hive.meta.prepare(agent)
+            hive.host.update(spec.container, hive.host.flake_ref(agent))
+        except HivegenError as exc:
+            error = _error_text(exc)
+            self._tag(agent, f"failed/{proposal.id}", sha, error)
+            git.run(applied, "update-ref", MAIN, old_main, sha)
+            git.run(applied, "read-tree", "--reset", "-u", MAIN)
+            hive.meta.abort(agent)
+            self.store.set_status(proposal.id, ProposalStatus.FAILED, error=error)
+            raise BuildFailed(
+                f"proposal {proposal.id} ({agent} {sha[:12]}) failed to build; "
+                f"{agent} is back on {old_main[:12]}, as before:\n{error}",
+                hint=f"the error is kept in tag failed/{proposal.id}: hivegen history {agent}",
+            ) from exc
+        self._tag(agent, f"deployed/{proposal.id}", sha)
+        hive.meta.finalize(agent, f"deployed/{proposal.id}", sha)
+        self.store.set_status(proposal.id, ProposalStatus.DEPLOYED)
+        steps.append(f"deployed {sha[:12]} as deployed/{proposal.id}")
+        steps += hive.apply_host_files(spec)
+        return Deployment(self.store.get(proposal.id), sha, tuple(steps))
+
+    def recover(self, proposal: Proposal) -> Proposal:
+        """Finish or undo an approve that was killed half-way (status `building`)."""
+        agent = proposal.agent
+        applied = self._applied(agent)
+        git_dir = applied / ".git"
+        sha = proposal.fetched_sha
+        assert sha is not None
+        if registry.has_ref(git_dir, f"refs/tags/deployed/{proposal.id}"):
+            if self.hive.meta.is_pending():
+                self.hive.meta.finalize(agent, f"deployed/{proposal.id}", sha)
+            self.store.set_status(proposal.id, ProposalStatus.DEPLOYED)
+            return self.store.get(proposal.id)
+        last_good = _newest_deployed(git_dir)
+        main = registry.read_ref(git_dir, MAIN)
+        if main != last_good:
+            self.git.run(applied, "update-ref", MAIN, last_good)
+        self.git.run(applied, "read-tree", "--reset", "-u", MAIN)
+        self.hive.meta.abort(agent)
+        if registry.has_ref(git_dir, f"refs/tags/failed/{proposal.id}"):
+            error = self.git.out(
+                applied, "tag", "-l", "--format=%(contents)", f"failed/{proposal.id}"
+            )
+            self.store.set_status(proposal.id, ProposalStatus.FAILED, error=error)
+        else:
+            self.store.set_status(proposal.id, ProposalStatus.PENDING)
+        return self.store.get(proposal.id)
+
+
+def _newest_deployed(git_dir: Path) -> str:
+    tags = registry.refs_under(git_dir, registry.DEPLOYED_PREFIX)
+    numbered = {
+        int(ref.rsplit("/", 1)[1]): sha
+        for ref, sha in tags.items()
+        if ref.rsplit("/", 1)[1].isdigit()
+    }
+    if not numbered:
+        raise HivegenError(f"{git_dir.parent} has no deployed/* tag")
+    return numbered[max(numbered)]
+
+
+def _final_tag(proposal: Proposal) -> str:
+    match proposal.status:
+        case ProposalStatus.PENDING:
+            return f"proposal/{proposal.id}"
+        case ProposalStatus.BUILDING:
+            return f"building/{proposal.id}"
+        case ProposalStatus.DEPLOYED:
+            return f"deployed/{proposal.id}"
+        case ProposalStatus.FAILED:
+            return f"failed/{proposal.id}"
+        case ProposalStatus.DENIED:
+            return f"denied/{proposal.id}"
+
+
+def _headline(error: str) -> str:
+    """The line of a build error worth a table cell: nix's `error:` line if there is one."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("error:"):
+            return line
+    return lines[0] if lines else ""
+
+
+def _error_text(error: HivegenError) -> str:
+    if isinstance(error, CommandError) and error.stderr_tail:
+        return "\n".join(error.stderr_tail)
+    return error.message

@@ -1,0 +1,193 @@
+"""Proposals, kept in `<state>/hive.sqlite` (stdlib sqlite3, WAL, versioned schema)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from hivegen.errors import HivegenError, UsageError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE proposals (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent       TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    commit_ref  TEXT NOT NULL,
+    fetched_sha TEXT,
+    status      TEXT NOT NULL,
+    note        TEXT NOT NULL DEFAULT '',
+    error       TEXT NOT NULL DEFAULT '',
+    created     REAL NOT NULL,
+    resolved    REAL
+);
+CREATE INDEX proposals_agent ON proposals (agent, id);
+CREATE INDEX proposals_status ON proposals (status);
+"""
+
+
+class ProposalKind(StrEnum):
+    APPLY = "apply"
+    ROLLBACK = "rollback"
+
+
+class ProposalStatus(StrEnum):
+    PENDING = "pending"
+    BUILDING = "building"
+    DEPLOYED = "deployed"
+    FAILED = "failed"
+    DENIED = "denied"
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    id: int
+    agent: str
+    kind: ProposalKind
+    commit_ref: str
+    fetched_sha: str | None
+    status: ProposalStatus
+    note: str
+    error: str
+    created: float
+    resolved: float | None
+
+    @property
+    def tag(self) -> str:
+        return f"proposal/{self.id}"
+
+
+def _row(row: sqlite3.Row) -> Proposal:
+    return Proposal(
+        id=row["id"],
+        agent=row["agent"],
+        kind=ProposalKind(row["kind"]),
+        commit_ref=row["commit_ref"],
+        fetched_sha=row["fetched_sha"],
+        status=ProposalStatus(row["status"]),
+        note=row["note"],
+        error=row["error"],
+        created=row["created"],
+        resolved=row["resolved"],
+    )
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """One connection in one transaction: committed on success, rolled back on error."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise HivegenError(f"cannot open {self.path}: {exc}") from exc
+        connection.row_factory = sqlite3.Row
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            connection.execute("BEGIN IMMEDIATE")
+            self._migrate(connection)
+            yield connection
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        finally:
+            connection.close()
+
+    def _migrate(self, connection: sqlite3.Connection) -> None:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version == 0:
+            # Statement by statement: executescript() would commit our transaction first.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            return
+        raise HivegenError(
+            f"{self.path} has schema version {version}; this hivegen knows {SCHEMA_VERSION}",
+            hint="upgrade hivegen",
+        )
+
+    # -- queries ------------------------------------------------------------------------
+
+    def get(self, proposal_id: int) -> Proposal:
+        with self.connect() as db:
+            row = db.execute("SELECT * FROM proposals WHERE id = ?", (proposal_id,)).fetchone()
+        if row is None:
+            raise UsageError(f"no proposal {proposal_id}", hint="hivegen pending lists them")
+        return _row(row)
+
+    def pending(self) -> list[Proposal]:
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT * FROM proposals WHERE status = ? ORDER BY id", (ProposalStatus.PENDING,)
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def pending_counts(self) -> dict[str, int]:
+        if not self.path.exists():
+            return {}
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT agent, COUNT(*) AS n FROM proposals WHERE status = ? GROUP BY agent",
+                (ProposalStatus.PENDING,),
+            ).fetchall()
+        return {r["agent"]: r["n"] for r in rows}
+
+    def of_agent(self, agent: str) -> list[Proposal]:
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT * FROM proposals WHERE agent = ? ORDER BY id DESC", (agent,)
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def in_status(self, status: ProposalStatus) -> list[Proposal]:
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT * FROM proposals WHERE status = ? ORDER BY id", (status,)
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    # -- changes ------------------------------------------------------------------------
+
+    def insert(
+        self, db: sqlite3.Connection, agent: str, kind: ProposalKind, commit_ref: str
+    ) -> int:
+        cursor = db.execute(
+            "INSERT INTO proposals (agent, kind, commit_ref, status, created) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (agent, kind, commit_ref, ProposalStatus.PENDING, time.time()),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def set_status(
+        self,
+        proposal_id: int,
+        status: ProposalStatus,
+        *,
+        note: str | None = None,
+        error: str | None = None,
+        fetched_sha: str | None = None,
+    ) -> None:
+        final = status in (ProposalStatus.DEPLOYED, ProposalStatus.FAILED, ProposalStatus.DENIED)
+        with self.connect() as db:
+            db.execute(
+                "UPDATE proposals SET status = ?, note = COALESCE(?, note), "
+                "error = COALESCE(?, error), fetched_sha = COALESCE(?, fetched_sha), "
+                "resolved = ? WHERE id = ?",
+                (status, note, error, fetched_sha, time.time() if final else None, proposal_id),
+            )
