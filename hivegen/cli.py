@@ -604,7 +604,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import os
     import shlex
 
-    from hivegen.demo import DEMO_AGENTS, prepare
+    from hivegen.demo import (
+        DEMO_AGENTS,
+        DEMO_BROKEN_CHANGE,
+        DEMO_GOOD_CHANGE,
+        latest_proposal,
+        manager_commit,
+        prepare,
+    )
 
     print(f"# building a throwaway demo hive in {Path(args.directory).absolute()}", flush=True)
     demo = prepare(Path(args.directory))
@@ -621,15 +628,42 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         *(["spawn", name] for name in DEMO_AGENTS),
         ["status"],
     ]
-    for step in steps:
+
+    def hivegen(*step: str, expect: ExitCode = ExitCode.OK) -> None:
         print(f"\n$ hivegen {shlex.join([*flags, *step])}", flush=True)
         code = main([*flags, *step])
-        if code != ExitCode.OK:
-            return code
+        if code != expect:
+            raise HivegenError(f"demo step `hivegen {shlex.join(step)}` exited {code}")
+
+    for step in steps:
+        hivegen(*step)
+
+    # The manager proposes a change to alice; the operator reviews and approves it.
+    agent = DEMO_AGENTS[0]
+    proposed = config.layout.proposed(agent)
+    for agent_nix, message, outcome in (
+        (DEMO_GOOD_CHANGE, f"{agent} greets the operator", ExitCode.OK),
+        (DEMO_BROKEN_CHANGE, f"{agent}: a change that does not build", ExitCode.FAILED),
+    ):
+        print(f"\n# the manager ({config.hive.manager}) edits {agent}'s config and commits:")
+        print(f"$ cat > {proposed / 'agent.nix'} <<'EOF'\n{agent_nix}EOF")
+        print(f"$ git -C {proposed} commit -am {shlex.quote(message)}")
+        sha = manager_commit(config, agent, agent_nix, message)
+        hivegen("propose", agent, sha[:12])
+        proposal_id = str(latest_proposal(config))
+        if outcome is ExitCode.OK:
+            hivegen("pending")
+            hivegen("diff", proposal_id)
+        else:
+            print("# this one fails to build: hivegen puts everything back as it was")
+        hivegen("approve", proposal_id, expect=outcome)
+    hivegen("history", agent)
+    hivegen("status")
     print(
         textwrap.dedent(f"""
         # The demo hive is up. Try, with --config {demo.config_path}:
-        #   hivegen ... stop alice; hivegen ... status
+        #   hivegen ... rollback {agent} --to deployed/0   deploy its first config again
+        #   hivegen ... stop {agent}; hivegen ... status
         #   hivegen ... render meta            the meta flake the containers are built from
         #   hivegen ... destroy bob            bob's repos and notes stay: spawn bob revives him
         # Delete {demo.root} when done.""")

@@ -23,6 +23,12 @@ def test_demo_builds_a_running_hive_and_teaches_the_commands(
     config = target / "hive.toml"
     for step in ("init", "spawn hm1nd", "spawn alice", "spawn bob", "status"):
         assert f"$ hivegen --config {config} {step}\n" in out
+    # A good proposal is deployed, a broken one rolled back with nix's error kept.
+    assert "alice: deployed " in out
+    assert " as deployed/1\n" in out
+    history = out.split(f"$ hivegen --config {config} history alice\n", 1)[1]
+    assert "failed/2" in history
+    assert "error: alice forgot how to greet" in history
     table = out.split(f"$ hivegen --config {config} status\n", 1)[1].splitlines()
     assert table[0].split() == [
         "NAME",
@@ -37,6 +43,7 @@ def test_demo_builds_a_running_hive_and_teaches_the_commands(
     rows = {line.split()[0]: line.split() for line in table[1:4]}
     assert set(rows) == {"alice", "bob", "hm1nd"}
     assert all(row[4] == "running" for row in rows.values())
+    assert rows["alice"][5] == "deployed/1"
     assert rows["alice"][-2] == "4G"  # the demo's per-agent override
 
     # A second demo in the same place replaces the first.

@@ -8,12 +8,23 @@ from importlib import resources
 from pathlib import Path
 
 from hivegen import fsutil, process
-from hivegen.config import PATH_RULE, parse_config
+from hivegen.config import PATH_RULE, Config, parse_config
 from hivegen.errors import HivegenError, UsageError
 from hivegen.git import Git
 
 MARKER = ".hivegen-demo"
 DEMO_AGENTS = ("alice", "bob")
+DEMO_GOOD_CHANGE = """{ config, pkgs, lib, ... }:
+{
+  environment.variables.GREETING = "hello from alice";
+  environment.systemPackages = [ pkgs.hello ];
+}
+"""
+DEMO_BROKEN_CHANGE = """{ config, pkgs, lib, ... }:
+{
+  environment.variables.GREETING = throw "alice forgot how to greet";
+}
+"""
 
 # The demo runs where NixOS is not: no sandbox (no user namespaces needed), no binary
 # cache and no global flake registry (each would cost minutes of network retries).
@@ -108,3 +119,22 @@ def prepare(directory: Path) -> Demo:
 
     fsutil.write_atomic(config_path, text)
     return Demo(root, config_path, nix_config)
+
+
+def manager_commit(config: Config, agent: str, agent_nix: str, message: str) -> str:
+    """Commit `agent_nix` to the agent's proposed repo as the manager would; its sha."""
+    proposed = config.layout.proposed(agent)
+    manager = config.hive.manager
+    git = Git(manager, f"{manager}@{config.hive.committer_email.rpartition('@')[2]}")
+    fsutil.write_atomic(proposed / "agent.nix", agent_nix)
+    git.run(proposed, "commit", "--quiet", "-am", message)
+    return git.out(proposed, "rev-parse", "HEAD")
+
+
+def latest_proposal(config: Config) -> int:
+    from hivegen.store import Store
+
+    pending = Store(config.layout.database).pending()
+    if not pending:
+        raise HivegenError("the demo's proposal was not recorded")
+    return pending[-1].id
