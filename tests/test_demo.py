@@ -44,7 +44,7 @@ def test_demo_builds_a_running_hive_and_teaches_the_commands(
     assert set(rows) == {"alice", "bob", "hm1nd"}
     assert all(row[4] == "running" for row in rows.values())
     assert rows["alice"][5] == "deployed/1"
-    assert rows["alice"][-2] == "4G"  # the demo's per-agent override
+    assert rows["alice"][-3] == "4G"  # the demo's per-agent override
 
     # A second demo in the same place replaces the first.
     assert main(["demo", str(target)]) == 0
