@@ -39,6 +39,7 @@ def test_demo_builds_a_running_hive_and_teaches_the_commands(
         "DEPLOYED",
         "MEMORY",
         "CPU",
+        "PENDING",
     ]
     rows = {line.split()[0]: line.split() for line in table[1:4]}
     assert set(rows) == {"alice", "bob", "hm1nd"}
