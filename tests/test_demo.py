@@ -29,7 +29,7 @@ def test_demo_builds_a_running_hive_and_teaches_the_commands(
     history = out.split(f"$ hivegen --config {config} history alice\n", 1)[1]
     assert "failed/2" in history
     assert "error: alice forgot how to greet" in history
-    table = out.split(f"$ hivegen --config {config} status\n", 1)[1].splitlines()
+    table = out.rsplit(f"$ hivegen --config {config} status\n", 1)[1].splitlines()
     assert table[0].split() == [
         "NAME",
         "CONTAINER",
