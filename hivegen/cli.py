@@ -251,6 +251,20 @@ def _add_lifecycle_commands(sub: Any) -> None:
     status.add_argument("--json", action="store_true", help="print a JSON array")
     status.set_defaults(handler=_cmd_status)
     _add_proposal_commands(sub)
+    doctor = sub.add_parser(
+        "doctor",
+        help="check every invariant of the hive (and --repair)",
+        allow_abbrev=False,
+        formatter_class=_Formatter,
+        description="Check repos, tags, interrupted approves, the meta flake and its lock,\n"
+        "containers, nspawn flags, drop-ins, credentials modes and ports. One line\n"
+        "per finding; exit 3 if any problem is found. --repair fixes what is safe\n"
+        "to fix and never deletes an agent's repos, credentials or notes.",
+        epilog="examples:\n  hivegen doctor\n  hivegen doctor --repair",
+    )
+    doctor.add_argument("--repair", action="store_true", help="fix what can be fixed safely")
+    doctor.add_argument("--json", action="store_true", help="print a JSON object")
+    doctor.set_defaults(handler=_cmd_doctor)
     demo = sub.add_parser(
         "demo",
         help="build a throwaway demo hive and show each step",
@@ -507,6 +521,40 @@ def _cmd_history(args: argparse.Namespace) -> int:
         ],
     )
     return ExitCode.OK
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from hivegen.doctor import Doctor
+
+    report = Doctor(_hive(args)).run(repair=args.repair)
+    if args.json:
+        _print_json(
+            {
+                "repaired": list(report.repaired),
+                "findings": [
+                    {
+                        "check": str(f.check),
+                        "agent": f.agent,
+                        "severity": str(f.severity),
+                        "message": f.message,
+                        "hint": f.hint,
+                        "repairable": f.repairable,
+                    }
+                    for f in report.findings
+                ],
+            }
+        )
+    else:
+        for line in report.repaired:
+            print(f"repaired: {line}")
+        for finding in report.findings:
+            fix = " [--repair fixes it]" if finding.repairable else ""
+            print(f"{finding.severity}: {finding.check}: {finding.message}{fix}")
+            if finding.hint:
+                print(f"  hint: {finding.hint}")
+        if not report.problems:
+            print("the hive is healthy")
+    return ExitCode.DRIFT if report.problems else ExitCode.OK
 
 
 def _cmd_lifecycle(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ from hivegen.fsutil import hive_lock, write_atomic
 from hivegen.simhost.state import (
     Host,
     SimhostError,
+    act_on_fault,
     log_command,
     remove_tree,
     set_profile,
@@ -194,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nixos-container (simulated): {exc}", file=sys.stderr)
         return 1
     log_command(host, argv)
+    fault = act_on_fault(host, "nixos-container", argv, os.environ)
+    if fault is not None:
+        return fault
     os.umask(0o022)
     try:
         return _run(argv[0], host, argv[1:])

@@ -233,3 +233,61 @@ def remove_tree(path: Path) -> None:
         path.unlink(missing_ok=True)
     elif path.is_dir():
         shutil.rmtree(path)
+
+
+ENV_FAULT = "HIVEGEN_SIMHOST_FAULT"
+FAULT_EXIT = 1
+_FAULT = re.compile(r"^(?:(nixos-container|systemctl):)?([1-9][0-9]*)(?::(fail|hang))?$")
+
+
+def injected_fault(host: Host, tool: str, environ: Mapping[str, str]) -> str | None:
+    """Fault injection for hivegen's reliability tests.
+
+    `HIVEGEN_SIMHOST_FAULT=[TOOL:]K[:fail|hang]` makes the K-th simulated command (of
+    TOOL, or of both tools, counted across processes in `ROOT/fault-calls`) fail at once
+    with exit status 1, or hang until it is killed. Returns "fail" or "hang" when this
+    call is the one, else None.
+    """
+    spec = environ.get(ENV_FAULT, "")
+    if not spec:
+        return None
+    match = _FAULT.match(spec)
+    if match is None:
+        raise SimhostError(
+            f"{ENV_FAULT}={spec!r}: expected [nixos-container:|systemctl:]K[:fail|hang]"
+        )
+    only_tool, nth, mode = match.group(1), int(match.group(2)), match.group(3) or "fail"
+    if only_tool is not None and only_tool != tool:
+        return None
+    import fcntl
+
+    counter = host.root / f"fault-calls-{only_tool or 'all'}"
+    host.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(counter, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        count = int(os.read(fd, 32) or b"0") + 1
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(count).encode())
+    finally:
+        os.close(fd)
+    return mode if count == nth else None
+
+
+def act_on_fault(
+    host: Host, tool: str, argv: Sequence[str], environ: Mapping[str, str]
+) -> int | None:
+    """Carry out an injected fault: the exit status to return, or None to go on."""
+    import sys
+    import time
+
+    mode = injected_fault(host, tool, environ)
+    if mode is None:
+        return None
+    append_line(host.log_path, f"# injected fault ({mode}): {shlex.join(argv)}\n")
+    if mode == "hang":
+        while True:  # until the test kills us (or hivegen's caller does)
+            time.sleep(3600)
+    print(f"{tool} (simulated): injected fault: this call fails", file=sys.stderr)
+    return FAULT_EXIT

@@ -28,6 +28,7 @@ from hivegen.simhost import units
 from hivegen.simhost.state import (
     Host,
     SimhostError,
+    act_on_fault,
     append_line,
     log_command,
     parse_env_file,
@@ -133,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"systemctl (simulated): {exc}", file=sys.stderr)
         return EXIT_FAILED
     log_command(host, argv)
+    fault = act_on_fault(host, "systemctl", argv, os.environ)
+    if fault is not None:
+        return fault
     try:
         opts, rest = parse_args(argv[1:])
     except Usage as exc:

@@ -1,0 +1,405 @@
+"""`hivegen doctor`: check every invariant of the hive; `--repair` what is safe to.
+
+A repair never deletes an agent's repos, credentials or notes: it finishes or undoes an
+interrupted approve, re-syncs the meta flake, rewrites confs and drop-ins, and chmods.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from hivegen import meta as meta_mod
+from hivegen import nspawn, registry
+from hivegen.hive import Hive
+from hivegen.names import AGENT_PREFIX
+from hivegen.proposals import Proposals
+from hivegen.render import render_limits_dropin
+from hivegen.store import ProposalStatus
+
+MAIN = "refs/heads/main"
+
+
+class Severity(StrEnum):
+    PROBLEM = "problem"
+    # Worth knowing, not wrong: does not make doctor exit 3.
+    NOTE = "note"
+
+
+class Check(StrEnum):
+    PROPOSED_REPO = "proposed-repo"
+    APPLIED_REPO = "applied-repo"
+    APPLIED_MAIN = "applied-main"
+    APPLIED_TREE = "applied-tree"
+    INTERRUPTED_APPROVE = "interrupted-approve"
+    META = "meta"
+    META_LOCK = "meta-lock"
+    CONTAINER = "container"
+    CONF = "conf"
+    DROPIN = "dropin"
+    CREDENTIALS_MODE = "credentials-mode"
+    PORT_CLASH = "port-clash"
+    FOREIGN = "foreign"
+    LEFTOVER = "leftover"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    check: Check
+    agent: str | None
+    message: str
+    severity: Severity = Severity.PROBLEM
+    hint: str | None = None
+    # How to fix it safely; None when only the operator can decide.
+    repair: Callable[[], str] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def repairable(self) -> bool:
+        return self.repair is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    findings: tuple[Finding, ...]
+    repaired: tuple[str, ...] = ()
+
+    @property
+    def problems(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity is Severity.PROBLEM)
+
+
+class Doctor:
+    def __init__(self, hive: Hive) -> None:
+        self.hive = hive
+        self.config = hive.config
+        self.layout = hive.layout
+        self.proposals = Proposals(hive)
+
+    def run(self, *, repair: bool = False) -> Report:
+        if not repair:
+            return Report(tuple(self.diagnose()))
+        done: list[str] = []
+        with self.hive.locked():
+            # Rounds, because one repair can reveal the next (an undone approve leaves
+            # the meta flake to re-check); each round fixes what it can see.
+            for _ in range(4):
+                fixable = [f for f in self.diagnose() if f.repair is not None]
+                if not fixable:
+                    break
+                for finding in fixable:
+                    assert finding.repair is not None
+                    done.append(finding.repair())
+        return Report(tuple(self.diagnose()), tuple(done))
+
+    # -- checks -------------------------------------------------------------------------
+
+    def diagnose(self) -> list[Finding]:
+        findings: list[Finding] = []
+        scan = registry.scan(self.config)
+        findings += self._interrupted_approves()
+        for name in (*scan.registered, *scan.tombstones):
+            findings += self._repos(name)
+        if not any(f.check is Check.INTERRUPTED_APPROVE for f in findings):
+            findings += self._meta(scan.registered)
+        findings += self._containers(scan.registered, scan.tombstones)
+        findings += self._credentials(scan.registered + scan.tombstones)
+        findings += self._ports(scan.registered)
+        findings += self._leftovers()
+        return findings
+
+    def _interrupted_approves(self) -> list[Finding]:
+        if not self.layout.database.exists():
+            return []
+        found = []
+        for proposal in self.proposals.store.in_status(ProposalStatus.BUILDING):
+
+            def fix(p=proposal) -> str:  # type: ignore[no-untyped-def]
+                result = self.proposals.recover(p)
+                return (
+                    f"proposal {p.id} ({p.agent}): interrupted approve settled as {result.status}"
+                )
+
+            found.append(
+                Finding(
+                    Check.INTERRUPTED_APPROVE,
+                    proposal.agent,
+                    f"proposal {proposal.id} was being built when its approve was interrupted",
+                    hint=f"hivegen approve {proposal.id} finishes it",
+                    repair=fix,
+                )
+            )
+        return found
+
+    def _repos(self, name: str) -> list[Finding]:
+        found = []
+        git = self.hive.git
+        proposed = self.layout.proposed(name)
+        if not registry.has_ref(proposed / ".git", MAIN):
+            found.append(
+                Finding(
+                    Check.PROPOSED_REPO,
+                    name,
+                    f"proposed repo {proposed} is missing or has no commit",
+                    hint="it is the manager's repo: hivegen does not recreate it",
+                )
+            )
+        applied = self.layout.applied(name)
+        git_dir = applied / ".git"
+        main = registry.read_ref(git_dir, MAIN)
+        deployed = _deployed_tags(git_dir)
+        if main is None or not deployed:
+            found.append(
+                Finding(
+                    Check.APPLIED_REPO,
+                    name,
+                    f"applied repo {applied} has no main or no deployed/* tag",
+                )
+            )
+            return found
+        newest_id = max(deployed)
+        newest = deployed[newest_id]
+        building = self._building(name)
+        if main != newest and not building:
+
+            def move_back() -> str:
+                git.run(applied, "update-ref", MAIN, newest)
+                git.run(applied, "read-tree", "--reset", "-u", MAIN)
+                return f"{name}: applied main moved back to deployed/{newest_id} ({newest[:12]})"
+
+            found.append(
+                Finding(
+                    Check.APPLIED_MAIN,
+                    name,
+                    f"applied main is {main[:12]}, but the newest deploy is deployed/{newest_id} "
+                    f"({newest[:12]})",
+                    repair=move_back,
+                )
+            )
+        elif not building and not git.ok(applied, "diff", "--quiet", "HEAD", "--"):
+
+            def reread() -> str:
+                git.run(applied, "read-tree", "--reset", "-u", MAIN)
+                return f"{name}: applied work tree re-read from main"
+
+            found.append(
+                Finding(
+                    Check.APPLIED_TREE,
+                    name,
+                    f"applied work tree of {name} differs from main",
+                    repair=reread,
+                )
+            )
+        return found
+
+    def _building(self, name: str) -> bool:
+        if not self.layout.database.exists():
+            return False
+        return any(p.agent == name for p in self.proposals.store.in_status(ProposalStatus.BUILDING))
+
+    def _meta(self, registered: tuple[str, ...]) -> list[Finding]:
+        meta = self.hive.meta
+        plan = meta.plan()[0]
+        found = []
+        if plan.needed:
+
+            def sync() -> str:
+                result = meta.sync()
+                done = f"committed {result.commit[:12]}" if result.commit else "no change"
+                return f"meta flake re-synced ({done})"
+
+            found.append(
+                Finding(
+                    Check.META,
+                    None,
+                    "meta flake out of date: " + "; ".join(plan.describe()),
+                    repair=sync,
+                )
+            )
+            return found
+        lock = meta_mod.read_lock(self.layout.meta)
+        for name in registered:
+            locked = meta_mod.locked_node(lock, meta_mod.input_name(name)).get("rev")
+            main = registry.read_ref(self.layout.applied(name) / ".git", MAIN)
+            if main is not None and locked != main:
+
+                def bump(n: str = name) -> str:
+                    meta.lock_update(n)
+                    return f"{n}: meta lock bumped to its applied main"
+
+                found.append(
+                    Finding(
+                        Check.META_LOCK,
+                        name,
+                        f"meta locks agent-{name} at {(locked or '-')[:12]}, its applied main is "
+                        f"{main[:12]}",
+                        hint=f"hivegen rebuild {name} also rebuilds the container",
+                        repair=bump,
+                    )
+                )
+        return found
+
+    def _containers(
+        self, registered: tuple[str, ...], tombstones: tuple[str, ...]
+    ) -> list[Finding]:
+        found = []
+        host = self.hive.host
+        existing = set(host.conf_names())
+        for name in registered:
+            spec = self.hive.spec(name)
+            if spec.container not in existing:
+                found.append(
+                    Finding(
+                        Check.CONTAINER,
+                        name,
+                        f"container {spec.container} does not exist",
+                        hint=f"hivegen spawn {name} creates it; hivegen destroy {name} retires it",
+                    )
+                )
+                continue
+            path = nspawn.conf_path(self.config, spec.container)
+            text = path.read_text()
+            wanted = nspawn.rewrite_conf(text, nspawn.extra_nspawn_flags(self.config, spec))
+            if text != wanted:
+
+                def write_conf(s=spec) -> str:  # type: ignore[no-untyped-def]
+                    nspawn.write_conf(self.config, s)
+                    return f"{s.name}: nspawn flags rewritten (restart {s.name} to apply them)"
+
+                found.append(
+                    Finding(
+                        Check.CONF, name, f"{path} lacks hivegen's nspawn flags", repair=write_conf
+                    )
+                )
+            dropin = nspawn.dropin_dir(self.config, spec.container) / "hivegen-limits.conf"
+            expected = render_limits_dropin(self.config.limits_for(name))
+            current = dropin.read_text() if dropin.is_file() else None
+            if current != expected or nspawn.reload_pending(self.config, spec.container):
+
+                def write_dropin(s=spec) -> str:  # type: ignore[no-untyped-def]
+                    nspawn.write_dropin(self.config, s)
+                    host.daemon_reload()
+                    nspawn.reloaded(self.config, s.container)
+                    return f"{s.name}: limits drop-in rewritten and loaded"
+
+                found.append(
+                    Finding(
+                        Check.DROPIN,
+                        name,
+                        f"{dropin} is missing, stale or not loaded",
+                        repair=write_dropin,
+                    )
+                )
+        for name in tombstones:
+            spec = self.hive.spec(name)
+            directory = nspawn.dropin_dir(self.config, spec.container)
+            if spec.container in existing:
+                found.append(
+                    Finding(
+                        Check.CONTAINER,
+                        name,
+                        f"{name} is destroyed, but container {spec.container} still exists",
+                        hint=f"hivegen destroy {name} finishes the destroy",
+                    )
+                )
+            elif (directory / "hivegen-limits.conf").exists() or nspawn.reload_pending(
+                self.config, spec.container
+            ):
+
+                def drop(s=spec) -> str:  # type: ignore[no-untyped-def]
+                    nspawn.remove_dropin(self.config, s.container)
+                    host.daemon_reload()
+                    nspawn.reloaded(self.config, s.container)
+                    return f"{s.name}: leftover limits drop-in removed"
+
+                found.append(
+                    Finding(
+                        Check.DROPIN,
+                        name,
+                        f"destroyed agent {name} still has a limits drop-in",
+                        repair=drop,
+                    )
+                )
+        known = {self.hive.spec(n).container for n in (*registered, *tombstones)}
+        for container in sorted(existing):
+            if container.startswith(AGENT_PREFIX) and container not in known:
+                found.append(
+                    Finding(
+                        Check.FOREIGN,
+                        None,
+                        f"container {container} was not created by hivegen; left alone",
+                        severity=Severity.NOTE,
+                    )
+                )
+        return found
+
+    def _credentials(self, names: tuple[str, ...]) -> list[Finding]:
+        found = []
+        for path in (self.layout.credentials_root, *(self.layout.credentials(n) for n in names)):
+            if not path.is_dir() or path.is_symlink():
+                continue
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode != 0o700:
+
+                def chmod(p=path, m=mode) -> str:  # type: ignore[no-untyped-def]
+                    p.chmod(0o700)
+                    return f"{p}: mode {m:o} -> 700"
+
+                found.append(
+                    Finding(
+                        Check.CREDENTIALS_MODE,
+                        path.name,
+                        f"{path} has mode {mode:o}, not 700",
+                        repair=chmod,
+                    )
+                )
+        return found
+
+    def _ports(self, registered: tuple[str, ...]) -> list[Finding]:
+        by_port: dict[int, list[str]] = {}
+        for name in registered:
+            by_port.setdefault(self.hive.spec(name).port, []).append(name)
+        return [
+            Finding(
+                Check.PORT_CLASH,
+                None,
+                f"port {port} is shared by {', '.join(names)}",
+                hint="rename one of them",
+            )
+            for port, names in sorted(by_port.items())
+            if len(names) > 1
+        ]
+
+    def _leftovers(self) -> list[Finding]:
+        found: list[Finding] = []
+        root = self.layout.applied_root
+        if not root.is_dir():
+            return found
+        for staging in sorted(root.glob(".seeding-*")):
+
+            def remove(p=staging) -> str:  # type: ignore[no-untyped-def]
+                shutil.rmtree(p)
+                return f"removed {p}, left by an interrupted seed (never published)"
+
+            found.append(
+                Finding(
+                    Check.LEFTOVER,
+                    staging.name[len(".seeding-") :],
+                    f"{staging} is left from an interrupted seed",
+                    repair=remove,
+                )
+            )
+        return found
+
+
+def _deployed_tags(git_dir: object) -> dict[int, str]:
+    from pathlib import Path
+
+    refs = registry.refs_under(Path(str(git_dir)), registry.DEPLOYED_PREFIX)
+    return {
+        int(ref.rsplit("/", 1)[1]): sha
+        for ref, sha in refs.items()
+        if ref.rsplit("/", 1)[1].isdigit()
+    }
