@@ -15,7 +15,7 @@ from enum import StrEnum
 from hivegen import meta as meta_mod
 from hivegen import nspawn, registry
 from hivegen.hive import Hive
-from hivegen.names import AGENT_PREFIX
+from hivegen.names import AGENT_PREFIX, AgentSpec
 from hivegen.proposals import Proposals
 from hivegen.render import render_limits_dropin
 from hivegen.store import ProposalStatus
@@ -44,6 +44,7 @@ class Check(StrEnum):
     PORT_CLASH = "port-clash"
     FOREIGN = "foreign"
     LEFTOVER = "leftover"
+    RESTART = "restart"
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +260,20 @@ class Doctor:
                     )
                 )
                 continue
+            if self.hive.restart_pending(spec):
+
+                def finish(s: AgentSpec = spec) -> str:
+                    self.hive.finish_restart(s)
+                    return f"{s.name}: interrupted restart finished"
+
+                found.append(
+                    Finding(
+                        Check.RESTART,
+                        name,
+                        f"a restart of {spec.container} was interrupted",
+                        repair=finish,
+                    )
+                )
             path = nspawn.conf_path(self.config, spec.container)
             text = path.read_text()
             wanted = nspawn.rewrite_conf(text, nspawn.extra_nspawn_flags(self.config, spec))

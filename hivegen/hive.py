@@ -36,6 +36,11 @@ class InitResult:
     fixed_modes: tuple[Path, ...]
 
 
+# In an agent's applied .git while its container is between the stop and the start of a
+# restart: an interrupted restart must not leave a running agent stopped.
+RESTART_PENDING = "hivegen-restart-pending"
+
+
 class AgentState(StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
@@ -199,10 +204,32 @@ class Hive:
             return []
         steps = ["nspawn flags or limits changed"]
         if self.host.unit_state(spec.container).running:
-            self.host.stop(spec.container)
-            self.host.start(spec.container)
+            self.restart_container(spec)
             steps.append(f"restarted {spec.container} to apply them")
         return steps
+
+    def _restart_mark(self, spec: AgentSpec) -> Path:
+        return self.layout.applied(spec.name) / ".git" / RESTART_PENDING
+
+    def restart_container(self, spec: AgentSpec) -> None:
+        """Stop and start, marked so that an interruption in between is finished later."""
+        fsutil.write_atomic(self._restart_mark(spec), "")
+        if self.host.unit_state(spec.container).running:
+            self.host.stop(spec.container)
+        self.host.start(spec.container)
+        self._restart_mark(spec).unlink(missing_ok=True)
+
+    def restart_pending(self, spec: AgentSpec) -> bool:
+        return self._restart_mark(spec).exists()
+
+    def finish_restart(self, spec: AgentSpec) -> bool:
+        """Start a container whose restart was interrupted after its stop; True if it did."""
+        if not self.restart_pending(spec):
+            return False
+        if not self.host.unit_state(spec.container).running:
+            self.host.start(spec.container)
+        self._restart_mark(spec).unlink(missing_ok=True)
+        return True
 
     # -- spawn --------------------------------------------------------------------------
 
@@ -292,9 +319,7 @@ class Hive:
             self.check_port(spec, running_only=True)
             self._ensure_dirs(spec)
             self._write_host_files(spec)
-            if self.host.unit_state(spec.container).running:
-                self.host.stop(spec.container)
-            self.host.start(spec.container)
+            self.restart_container(spec)
         return StepLog((f"restarted {spec.container}",))
 
     def require_container(self, spec: AgentSpec) -> None:
@@ -327,9 +352,10 @@ class Hive:
             # `update` reloads a running container, which does not apply bind mounts or
             # limits: restart only when those changed.
             if changed and self.host.unit_state(spec.container).running:
-                self.host.stop(spec.container)
-                self.host.start(spec.container)
+                self.restart_container(spec)
                 steps.append(f"restarted {spec.container} to apply them")
+            elif self.finish_restart(spec):
+                steps.append(f"started {spec.container}: an earlier restart was interrupted")
         return StepLog(tuple(steps))
 
     # -- destroy ------------------------------------------------------------------------

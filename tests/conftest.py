@@ -140,3 +140,17 @@ def sim_config(tmp_path: Path, hyperhive_flake: str, extra: str = "") -> Path:
         f'runtime_root = "{host / "run/hyperhive"}"\n{extra}'
     )
     return path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests import test_faults
+
+    rows = getattr(test_faults, "RESULTS", [])
+    if not rows:
+        return
+    terminalreporter.section("crash recovery: verb x interruption -> recovered")
+    width = max(len(verb) for verb, _, _ in rows)
+    for verb, step, ok in rows:
+        terminalreporter.write_line(f"{verb.ljust(width)}  {step:<45} {'yes' if ok else 'NO'}")
+    recovered = sum(ok for _, _, ok in rows)
+    terminalreporter.write_line(f"{recovered} of {len(rows)} interruptions recovered")
