@@ -160,22 +160,21 @@ class Doctor:
                 )
             )
             return found
-        newest_id = max(deployed)
-        newest = deployed[newest_id]
+        # The most recent deploy, by time: ids need not be approved in order.
+        newest = self.proposals.last_deployed_sha(name)
         building = self._building(name)
         if main != newest and not building:
 
             def move_back() -> str:
                 git.run(applied, "update-ref", MAIN, newest)
                 git.run(applied, "read-tree", "--reset", "-u", MAIN)
-                return f"{name}: applied main moved back to deployed/{newest_id} ({newest[:12]})"
+                return f"{name}: applied main moved back to its last deploy ({newest[:12]})"
 
             found.append(
                 Finding(
                     Check.APPLIED_MAIN,
                     name,
-                    f"applied main is {main[:12]}, but the newest deploy is deployed/{newest_id} "
-                    f"({newest[:12]})",
+                    f"applied main is {main[:12]}, but the last deploy is {newest[:12]}",
                     repair=move_back,
                 )
             )

@@ -275,7 +275,7 @@ class Proposals:
         old_main = registry.read_ref(applied / ".git", MAIN)
         assert old_main is not None
         steps = []
-        self.store.set_status(proposal.id, ProposalStatus.BUILDING)
+        self.store.set_status(proposal.id, ProposalStatus.BUILDING, previous_sha=old_main)
         self._tag(agent, f"approved/{proposal.id}", sha)
         self._tag(agent, f"building/{proposal.id}", sha)
         # Compare-and-swap: main moves only from the sha it had when we read it.
@@ -303,6 +303,16 @@ class Proposals:
         steps += hive.apply_host_files(spec)
         return Deployment(self.store.get(proposal.id), sha, tuple(steps))
 
+    def last_deployed_sha(self, agent: str) -> str:
+        """What the agent's applied main should be: its most recent deploy's commit."""
+        last = self.store.last_deployed(agent)
+        if last is not None and last.fetched_sha:
+            return last.fetched_sha
+        sha = registry.read_ref(self._applied(agent) / ".git", registry.DEPLOYED_ZERO)
+        if sha is None:
+            raise HivegenError(f"{self._applied(agent)} has no deployed/0 tag")
+        return sha
+
     def recover(self, proposal: Proposal) -> Proposal:
         """Finish or undo an approve that was killed half-way (status `building`)."""
         agent = proposal.agent
@@ -315,7 +325,7 @@ class Proposals:
                 self.hive.meta.finalize(agent, f"deployed/{proposal.id}", sha)
             self.store.set_status(proposal.id, ProposalStatus.DEPLOYED)
             return self.store.get(proposal.id)
-        last_good = _newest_deployed(git_dir)
+        last_good = proposal.previous_sha or self.last_deployed_sha(agent)
         main = registry.read_ref(git_dir, MAIN)
         if main != last_good:
             self.git.run(applied, "update-ref", MAIN, last_good)
@@ -329,18 +339,6 @@ class Proposals:
         else:
             self.store.set_status(proposal.id, ProposalStatus.PENDING)
         return self.store.get(proposal.id)
-
-
-def _newest_deployed(git_dir: Path) -> str:
-    tags = registry.refs_under(git_dir, registry.DEPLOYED_PREFIX)
-    numbered = {
-        int(ref.rsplit("/", 1)[1]): sha
-        for ref, sha in tags.items()
-        if ref.rsplit("/", 1)[1].isdigit()
-    }
-    if not numbered:
-        raise HivegenError(f"{git_dir.parent} has no deployed/* tag")
-    return numbered[max(numbered)]
 
 
 def _final_tag(proposal: Proposal) -> str:

@@ -21,6 +21,8 @@ CREATE TABLE proposals (
     kind        TEXT NOT NULL,
     commit_ref  TEXT NOT NULL,
     fetched_sha TEXT,
+    -- applied main when the approve began: what a failed or interrupted one restores
+    previous_sha TEXT,
     status      TEXT NOT NULL,
     note        TEXT NOT NULL DEFAULT '',
     error       TEXT NOT NULL DEFAULT '',
@@ -52,6 +54,7 @@ class Proposal:
     kind: ProposalKind
     commit_ref: str
     fetched_sha: str | None
+    previous_sha: str | None
     status: ProposalStatus
     note: str
     error: str
@@ -70,6 +73,7 @@ def _row(row: sqlite3.Row) -> Proposal:
         kind=ProposalKind(row["kind"]),
         commit_ref=row["commit_ref"],
         fetched_sha=row["fetched_sha"],
+        previous_sha=row["previous_sha"],
         status=ProposalStatus(row["status"]),
         note=row["note"],
         error=row["error"],
@@ -154,6 +158,18 @@ class Store:
             ).fetchall()
         return [_row(r) for r in rows]
 
+    def last_deployed(self, agent: str) -> Proposal | None:
+        """The agent's proposal deployed most recently (ids need not be in deploy order)."""
+        if not self.path.exists():
+            return None
+        with self.connect() as db:
+            row = db.execute(
+                "SELECT * FROM proposals WHERE agent = ? AND status = ? "
+                "ORDER BY resolved DESC, id DESC LIMIT 1",
+                (agent, ProposalStatus.DEPLOYED),
+            ).fetchone()
+        return _row(row) if row else None
+
     def in_status(self, status: ProposalStatus) -> list[Proposal]:
         with self.connect() as db:
             rows = db.execute(
@@ -182,12 +198,21 @@ class Store:
         note: str | None = None,
         error: str | None = None,
         fetched_sha: str | None = None,
+        previous_sha: str | None = None,
     ) -> None:
         final = status in (ProposalStatus.DEPLOYED, ProposalStatus.FAILED, ProposalStatus.DENIED)
         with self.connect() as db:
             db.execute(
                 "UPDATE proposals SET status = ?, note = COALESCE(?, note), "
                 "error = COALESCE(?, error), fetched_sha = COALESCE(?, fetched_sha), "
-                "resolved = ? WHERE id = ?",
-                (status, note, error, fetched_sha, time.time() if final else None, proposal_id),
+                "previous_sha = COALESCE(?, previous_sha), resolved = ? WHERE id = ?",
+                (
+                    status,
+                    note,
+                    error,
+                    fetched_sha,
+                    previous_sha,
+                    time.time() if final else None,
+                    proposal_id,
+                ),
             )
