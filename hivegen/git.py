@@ -114,4 +114,16 @@ class Git:
         if message is None:
             self.run(repo, "tag", "--end-of-options", name, target)
         else:
-            self.run(repo, "tag", "-a", "-F", "-", "--end-of-options", name, target, input=message)
+            # verbatim: a note or build error line starting with '#' is kept, not stripped.
+            self.run(
+                repo,
+                "tag",
+                "-a",
+                "--cleanup=verbatim",
+                "-F",
+                "-",
+                "--end-of-options",
+                name,
+                target,
+                input=message,
+            )

@@ -209,6 +209,7 @@ class Proposals:
 
     def deny(self, proposal_id: int, note: str = "") -> Proposal:
         validate_note(note)
+        self.store.get(proposal_id)
         with self.hive.locked():
             proposal = self._pending(proposal_id)
             assert proposal.fetched_sha is not None
@@ -234,6 +235,7 @@ class Proposals:
     # -- approve and rollback -----------------------------------------------------------
 
     def approve(self, proposal_id: int) -> Deployment:
+        self.store.get(proposal_id)  # an unknown id is refused before the lock is taken
         with self.hive.locked():
             proposal = self.store.get(proposal_id)
             if proposal.status is ProposalStatus.BUILDING:

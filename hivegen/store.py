@@ -128,6 +128,8 @@ class Store:
     # -- queries ------------------------------------------------------------------------
 
     def get(self, proposal_id: int) -> Proposal:
+        if not self.path.exists():  # reading never creates the database
+            raise UsageError(f"no proposal {proposal_id}", hint="hivegen pending lists them")
         with self.connect() as db:
             row = db.execute("SELECT * FROM proposals WHERE id = ?", (proposal_id,)).fetchone()
         if row is None:
@@ -135,6 +137,8 @@ class Store:
         return _row(row)
 
     def pending(self) -> list[Proposal]:
+        if not self.path.exists():
+            return []
         with self.connect() as db:
             rows = db.execute(
                 "SELECT * FROM proposals WHERE status = ? ORDER BY id", (ProposalStatus.PENDING,)
@@ -152,6 +156,8 @@ class Store:
         return {r["agent"]: r["n"] for r in rows}
 
     def of_agent(self, agent: str) -> list[Proposal]:
+        if not self.path.exists():
+            return []
         with self.connect() as db:
             rows = db.execute(
                 "SELECT * FROM proposals WHERE agent = ? ORDER BY id DESC", (agent,)
@@ -171,6 +177,8 @@ class Store:
         return _row(row) if row else None
 
     def in_status(self, status: ProposalStatus) -> list[Proposal]:
+        if not self.path.exists():
+            return []
         with self.connect() as db:
             rows = db.execute(
                 "SELECT * FROM proposals WHERE status = ? ORDER BY id", (status,)
