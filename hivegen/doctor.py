@@ -18,6 +18,7 @@ from hivegen.hive import Hive
 from hivegen.names import AGENT_PREFIX, AgentSpec
 from hivegen.proposals import Proposals
 from hivegen.render import render_limits_dropin
+from hivegen.repos import check_out_main
 from hivegen.store import ProposalStatus
 
 MAIN = "refs/heads/main"
@@ -167,7 +168,7 @@ class Doctor:
 
             def move_back() -> str:
                 git.run(applied, "update-ref", MAIN, newest)
-                git.run(applied, "read-tree", "--reset", "-u", MAIN)
+                check_out_main(git, applied)
                 return f"{name}: applied main moved back to its last deploy ({newest[:12]})"
 
             found.append(
@@ -181,7 +182,7 @@ class Doctor:
         elif not building and not git.ok(applied, "diff", "--quiet", "HEAD", "--"):
 
             def reread() -> str:
-                git.run(applied, "read-tree", "--reset", "-u", MAIN)
+                check_out_main(git, applied)
                 return f"{name}: applied work tree re-read from main"
 
             found.append(

@@ -20,6 +20,7 @@ from hivegen.git import validate_commit_ref
 from hivegen.hive import Hive
 from hivegen.nixlang import check_nix_string
 from hivegen.render import AGENT_NIX, FLAKE_NIX
+from hivegen.repos import check_out_main
 from hivegen.store import Proposal, ProposalKind, ProposalStatus, Store
 
 MAIN = "refs/heads/main"
@@ -166,12 +167,9 @@ class Proposals:
 
     def diff(self, proposal_id: int) -> str:
         proposal = self.store.get(proposal_id)
-        return (
-            self.git.out(
-                self._applied(proposal.agent), "diff", MAIN, f"refs/tags/{proposal.tag}", "--"
-            )
-            + "\n"
-        )
+        # No external diff driver or textconv filter: a repo's config must not run code.
+        args = ("diff", "--no-ext-diff", "--no-textconv", MAIN, f"refs/tags/{proposal.tag}", "--")
+        return self.git.out(self._applied(proposal.agent), *args) + "\n"
 
     def history(self, agent: str) -> list[HistoryEntry]:
         self.hive.spec(agent)
@@ -282,7 +280,7 @@ class Proposals:
         self._tag(agent, f"building/{proposal.id}", sha)
         # Compare-and-swap: main moves only from the sha it had when we read it.
         git.run(applied, "update-ref", MAIN, sha, old_main)
-        git.run(applied, "read-tree", "--reset", "-u", MAIN)
+        check_out_main(git, applied)
         try:
             hive.meta.prepare(agent)
             hive.host.update(spec.container, hive.host.flake_ref(agent))
@@ -290,7 +288,7 @@ class Proposals:
             error = _error_text(exc)
             self._tag(agent, f"failed/{proposal.id}", sha, error)
             git.run(applied, "update-ref", MAIN, old_main, sha)
-            git.run(applied, "read-tree", "--reset", "-u", MAIN)
+            check_out_main(git, applied)
             hive.meta.abort(agent)
             self.store.set_status(proposal.id, ProposalStatus.FAILED, error=error)
             raise BuildFailed(
@@ -331,7 +329,7 @@ class Proposals:
         main = registry.read_ref(git_dir, MAIN)
         if main != last_good:
             self.git.run(applied, "update-ref", MAIN, last_good)
-        self.git.run(applied, "read-tree", "--reset", "-u", MAIN)
+        check_out_main(self.git, applied)
         self.hive.meta.abort(agent)
         if registry.has_ref(git_dir, f"refs/tags/failed/{proposal.id}"):
             error = self.git.out(

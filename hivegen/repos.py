@@ -22,6 +22,20 @@ APPLIED_REMOTE = "applied"
 MAIN = "refs/heads/main"
 
 
+# $GIT_DIR/info/attributes outranks every .gitattributes in the tree: the manager's
+# commits cannot ask a checkout in an applied repo to run a filter or rewrite bytes.
+NEUTRAL_ATTRIBUTES = (
+    "# Written by hivegen: checkouts here take every file byte for byte.\n"
+    "* -filter -text -eol -ident -working-tree-encoding -diff -merge\n"
+)
+
+
+def check_out_main(git: Git, applied: Path) -> None:
+    """Make the applied work tree and index exactly `main`'s tree, HEAD untouched."""
+    fsutil.write_atomic(applied / ".git" / "info" / "attributes", NEUTRAL_ATTRIBUTES)
+    git.run(applied, "read-tree", "--reset", "-u", MAIN)
+
+
 def git_for(config: Config) -> Git:
     return Git(config.hive.committer_name, config.hive.committer_email)
 
@@ -106,7 +120,7 @@ def seed_applied(config: Config, git: Git, name: str) -> bool:
         str(proposed),
         f"main:{MAIN}",
     )
-    git.run(staging, "read-tree", "--reset", "-u", MAIN)
+    check_out_main(git, staging)
     git.tag(staging, "deployed/0", MAIN)
     staging.rename(applied)
     fsutil.fsync_dir(root)
