@@ -26,7 +26,7 @@ MAIN = "refs/heads/main"
 # commits cannot ask a checkout in an applied repo to run a filter or rewrite bytes.
 NEUTRAL_ATTRIBUTES = (
     "# Written by hivegen: checkouts here take every file byte for byte.\n"
-    "* -filter -text -eol -ident -working-tree-encoding -diff -merge\n"
+    "* -filter -text -eol -ident -working-tree-encoding diff -merge\n"
 )
 
 

@@ -278,7 +278,7 @@ def test_sigkill_while_running_git(verb: str, tmp_path: Path, hyperhive_flake: s
     counter = tmp_path / "git-calls"
     failures = []
     killed = 0
-    for step in range(2, 40, 4):
+    for step in range(2, 40, 6):
         world.restore()
         counter.unlink(missing_ok=True)
         env = {
