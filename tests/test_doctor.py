@@ -1,0 +1,89 @@
+"""doctor finds each kind of drift; --repair fixes the safe ones and deletes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hivegen import nspawn
+from hivegen.cli import main
+from hivegen.config import load_config
+from hivegen.doctor import Check, Doctor
+from hivegen.hive import Hive
+from tests.conftest import commit_dir, files_of, git, sim_config
+
+
+@pytest.fixture
+def hive(tmp_path: Path, hyperhive_flake: str) -> Hive:
+    hive = Hive(load_config(sim_config(tmp_path, hyperhive_flake)))
+    hive.spawn("hm1nd")
+    hive.spawn("alice")
+    return hive
+
+
+def checks(hive: Hive) -> set[tuple[Check, str | None]]:
+    return {(f.check, f.agent) for f in Doctor(hive).run().problems}
+
+
+def test_healthy_hive_has_no_findings(
+    hive: Hive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert checks(hive) == set()
+    assert main(["--config", str(tmp_path / "hive.toml"), "doctor"]) == 0
+    assert "the hive is healthy" in capsys.readouterr().out
+
+
+def test_each_drift_is_found_and_repaired(
+    hive: Hive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout = hive.layout
+    proposed_before = files_of(layout.proposed("alice"))
+    (layout.notes("alice") / "notes.md").write_text("keep\n")
+    layout.credentials("alice").chmod(0o755)
+    nspawn.dropin_dir(hive.config, "h-alice").joinpath("hivegen-limits.conf").unlink()
+    conf = nspawn.conf_path(hive.config, "hm1nd")
+    conf.write_text(conf.read_text().replace("PRIVATE_NETWORK=0", "PRIVATE_NETWORK=1"))
+    flake = layout.meta / "flake.nix"
+    flake.write_text(flake.read_text().replace('"8879"', '"1"'))
+    applied = layout.applied("alice")
+    (applied / "agent.nix").write_text("{ ... }: { }  # stray edit\n")
+    stray = commit_dir(applied, "moved by hand")  # applied main is no longer the last deploy
+    (layout.applied_root / ".seeding-bob").mkdir()
+    assert checks(hive) == {
+        (Check.CREDENTIALS_MODE, "alice"),
+        (Check.DROPIN, "alice"),
+        (Check.CONF, "hm1nd"),
+        (Check.META, None),
+        (Check.APPLIED_MAIN, "alice"),
+        (Check.LEFTOVER, "bob"),
+    }
+    config = ["--config", str(tmp_path / "hive.toml")]
+    assert main([*config, "doctor"]) == 3
+    out = capsys.readouterr().out
+    assert out.count("[--repair fixes it]") == 6
+    assert main([*config, "doctor", "--repair", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["repaired"]) >= 6
+    assert report["findings"] == []
+    assert checks(hive) == set()
+    assert files_of(layout.proposed("alice")) == proposed_before
+    assert (layout.notes("alice") / "notes.md").read_text() == "keep\n"
+    assert (layout.credentials("alice")).is_dir()
+    # main is back on the last deploy; the stray commit is moved off main, not destroyed.
+    assert git(applied, "rev-parse", "main") == git(applied, "rev-parse", "deployed/0")
+    assert git(applied, "cat-file", "-t", stray) == "commit"
+
+
+def test_what_only_the_operator_can_decide_is_reported_not_repaired(hive: Hive) -> None:
+    nspawn.conf_path(hive.config, "h-zz").write_text("PRIVATE_NETWORK=1\n")  # foreign
+    for child in hive.layout.credentials("alice").iterdir():
+        child.unlink()
+    hive.host.destroy("h-alice")  # container gone behind hivegen's back
+    report = Doctor(hive).run(repair=True)
+    found = {(f.check, f.agent, f.severity) for f in report.findings}
+    assert (Check.CONTAINER, "alice", "problem") in found
+    assert (Check.FOREIGN, None, "note") in found
+    assert nspawn.conf_path(hive.config, "h-zz").exists()
+    assert hive.layout.applied("alice").exists()
