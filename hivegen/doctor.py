@@ -11,6 +11,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 from hivegen import meta as meta_mod
 from hivegen import nspawn, registry
@@ -19,7 +20,7 @@ from hivegen.names import AGENT_PREFIX, AgentSpec
 from hivegen.proposals import Proposals
 from hivegen.render import render_limits_dropin
 from hivegen.repos import check_out_main
-from hivegen.store import ProposalStatus
+from hivegen.store import Proposal, ProposalStatus
 
 MAIN = "refs/heads/main"
 
@@ -118,7 +119,7 @@ class Doctor:
         found = []
         for proposal in self.proposals.store.in_status(ProposalStatus.BUILDING):
 
-            def fix(p=proposal) -> str:  # type: ignore[no-untyped-def]
+            def fix(p: Proposal = proposal) -> str:
                 result = self.proposals.recover(p)
                 return (
                     f"proposal {p.id} ({p.agent}): interrupted approve settled as {result.status}"
@@ -279,7 +280,7 @@ class Doctor:
             wanted = nspawn.rewrite_conf(text, nspawn.extra_nspawn_flags(self.config, spec))
             if text != wanted:
 
-                def write_conf(s=spec) -> str:  # type: ignore[no-untyped-def]
+                def write_conf(s: AgentSpec = spec) -> str:
                     nspawn.write_conf(self.config, s)
                     return f"{s.name}: nspawn flags rewritten (restart {s.name} to apply them)"
 
@@ -293,7 +294,7 @@ class Doctor:
             current = dropin.read_text() if dropin.is_file() else None
             if current != expected or nspawn.reload_pending(self.config, spec.container):
 
-                def write_dropin(s=spec) -> str:  # type: ignore[no-untyped-def]
+                def write_dropin(s: AgentSpec = spec) -> str:
                     nspawn.write_dropin(self.config, s)
                     host.daemon_reload()
                     nspawn.reloaded(self.config, s.container)
@@ -323,7 +324,7 @@ class Doctor:
                 self.config, spec.container
             ):
 
-                def drop(s=spec) -> str:  # type: ignore[no-untyped-def]
+                def drop(s: AgentSpec = spec) -> str:
                     nspawn.remove_dropin(self.config, s.container)
                     host.daemon_reload()
                     nspawn.reloaded(self.config, s.container)
@@ -358,7 +359,7 @@ class Doctor:
             mode = stat.S_IMODE(path.stat().st_mode)
             if mode != 0o700:
 
-                def chmod(p=path, m=mode) -> str:  # type: ignore[no-untyped-def]
+                def chmod(p: Path = path, m: int = mode) -> str:
                     p.chmod(0o700)
                     return f"{p}: mode {m:o} -> 700"
 
@@ -394,7 +395,7 @@ class Doctor:
             return found
         for staging in sorted(root.glob(".seeding-*")):
 
-            def remove(p=staging) -> str:  # type: ignore[no-untyped-def]
+            def remove(p: Path = staging) -> str:
                 shutil.rmtree(p)
                 return f"removed {p}, left by an interrupted seed (never published)"
 
@@ -409,10 +410,8 @@ class Doctor:
         return found
 
 
-def _deployed_tags(git_dir: object) -> dict[int, str]:
-    from pathlib import Path
-
-    refs = registry.refs_under(Path(str(git_dir)), registry.DEPLOYED_PREFIX)
+def _deployed_tags(git_dir: Path) -> dict[int, str]:
+    refs = registry.refs_under(git_dir, registry.DEPLOYED_PREFIX)
     return {
         int(ref.rsplit("/", 1)[1]): sha
         for ref, sha in refs.items()
