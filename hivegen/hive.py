@@ -17,7 +17,7 @@ from hivegen import fsutil, nspawn, registry
 from hivegen.config import Config, Limits
 from hivegen.containers import Host, UnitState
 from hivegen.errors import HivegenError
-from hivegen.meta import Meta, SyncPlan, SyncResult, UpdateResult
+from hivegen.meta import Meta, SyncPlan, SyncResult, UpdateResult, input_name
 from hivegen.names import AGENT_PREFIX, AgentSpec, Role
 from hivegen.repos import git_for, seed
 from hivegen.store import Store
@@ -270,8 +270,10 @@ class Hive:
             if synced.commit:
                 steps.append(f"meta flake committed {synced.commit[:12]}")
             # A resumed spawn builds what the applied repo has now (it may have been
-            # fixed since the failed try); for a fresh spawn this changes nothing.
-            if self.meta.lock_update(name):
+            # fixed since the failed try). When this sync has just locked the agent's
+            # input, the lock is already at its main: no second nix call.
+            freshly_locked = input_name(name) in synced.plan.lock_missing
+            if not freshly_locked and self.meta.lock_update(name):
                 steps.append(f"meta lock bumped agent-{name}")
             flake = self.host.flake_ref(name)
             if self.host.conf_exists(spec.container):

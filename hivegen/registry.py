@@ -36,11 +36,25 @@ def _packed_refs(git_dir: Path) -> dict[str, str]:
     return refs
 
 
+def _read_loose(path: str) -> str | None:
+    # os-level calls on str paths, not pathlib: `status` reads a few refs of every agent,
+    # and at a thousand agents pathlib's per-call overhead was most of its time.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return os.read(fd, 4096).decode("utf-8", errors="replace").strip()
+    except IsADirectoryError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def read_ref(git_dir: Path, ref: str) -> str | None:
     """The sha a ref names (loose ref first, as git does), or None."""
-    try:
-        value = (git_dir / ref).read_text().strip()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+    value = _read_loose(f"{git_dir}/{ref}")
+    if value is None:
         return _packed_refs(git_dir).get(ref)
     if value.startswith("ref: "):
         return read_ref(git_dir, value[5:])
@@ -54,12 +68,23 @@ def has_ref(git_dir: Path, ref: str) -> bool:
 def refs_under(git_dir: Path, prefix: str) -> dict[str, str]:
     """Every ref below `prefix` (e.g. refs/tags/deployed/) → sha."""
     refs = {ref: sha for ref, sha in _packed_refs(git_dir).items() if ref.startswith(prefix)}
-    base = git_dir / prefix
-    if base.is_dir():
-        for path in base.rglob("*"):
-            if path.is_file():
-                refs[str(path.relative_to(git_dir))] = path.read_text().strip()
+    _loose_refs_under(f"{git_dir}/{prefix}", prefix.rstrip("/") + "/", refs)
     return refs
+
+
+def _loose_refs_under(directory: str, ref_prefix: str, refs: dict[str, str]) -> None:
+    """Add every loose ref file below `directory` (not following directory symlinks)."""
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _loose_refs_under(entry.path, f"{ref_prefix}{entry.name}/", refs)
+        elif entry.is_file():
+            value = _read_loose(entry.path)
+            if value is not None:
+                refs[ref_prefix + entry.name] = value
 
 
 @dataclass(frozen=True, slots=True)
