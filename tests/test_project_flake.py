@@ -32,3 +32,61 @@ def test_flake_version_matches_package() -> None:
 
     assert f'version = "{__version__}";' in (ROOT / "flake.nix").read_text()
     assert f'version = "{__version__}"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_project_flake_outputs_evaluate_against_a_stub_nixpkgs(tmp_path: Path) -> None:
+    """`nix run` and `nix develop` need these outputs: evaluate them for real, with a
+    stand-in nixpkgs (tests/fixtures/nixpkgs-stub) given through --override-input."""
+    import json
+    import shutil
+
+    from tests.conftest import commit_dir, nix_system
+
+    repo = tmp_path / "hivegen"
+    repo.mkdir()
+    for name in ("flake.nix", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, repo / name)
+    commit_dir(repo)
+    stub = tmp_path / "nixpkgs"
+    shutil.copytree(ROOT / "tests/fixtures/nixpkgs-stub", stub)
+    commit_dir(stub)
+    system = nix_system()
+
+    def evaluate(attr: str, apply: str) -> object:
+        out = subprocess.run(
+            [
+                "nix",
+                "eval",
+                "--json",
+                f"git+file://{repo}#{attr}",
+                "--override-input",
+                "nixpkgs",
+                f"git+file://{stub}",
+                "--no-write-lock-file",
+                "--apply",
+                apply,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    result = {
+        "app": evaluate(f"apps.{system}.default", "a: a"),
+        "pkg": evaluate(
+            f"packages.{system}.default", "p: { inherit (p) name wrapperArgs deps mainProgram; }"
+        ),
+        "shell": evaluate(f"devShells.{system}.default", "s: s.deps"),
+    }
+    assert result["app"]["type"] == "app"
+    assert result["app"]["program"].endswith("-hivegen-0.1.0/bin/hivegen")
+    assert result["pkg"]["name"] == "hivegen-0.1.0"
+    assert result["pkg"]["mainProgram"] == "hivegen"
+    assert set(result["pkg"]["deps"]) == {"jinja2", "pygments", "setuptools"}
+    wrapper = json.loads(result["pkg"]["wrapperArgs"])
+    assert wrapper[:3] == ["--prefix", "PATH", ":"]
+    assert "-git/bin" in wrapper[3]
+    assert "-nix/bin" in wrapper[3]
+    assert {"python3-env", "ruff", "git", "nix"} <= set(result["shell"])
