@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).parent.parent
 
@@ -52,7 +53,7 @@ def test_project_flake_outputs_evaluate_against_a_stub_nixpkgs(tmp_path: Path) -
     commit_dir(stub)
     system = nix_system()
 
-    def evaluate(attr: str, apply: str) -> object:
+    def evaluate(attr: str, apply: str) -> Any:
         out = subprocess.run(
             [
                 "nix",
