@@ -244,8 +244,9 @@ def _add_lifecycle_commands(sub: Any) -> None:
         "status",
         help="show every agent's state",
         allow_abbrev=False,
-        description="State (running, stopped, missing, tombstone; foreign for h-* containers\n"
-        "hivegen did not create), port, deployed tag and sha, and limits.",
+        description="State (running, stopped, failed, missing, tombstone; foreign for h-*\n"
+        "containers hivegen did not create), port, deployed tag and sha, limits and\n"
+        "pending proposals.",
         formatter_class=_Formatter,
     )
     status.add_argument("--json", action="store_true", help="print a JSON array")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hivegen import fsutil, nspawn, registry
 from hivegen.config import Config, Limits
-from hivegen.containers import Host, UnitState
+from hivegen.containers import ActiveState, Host, UnitState
 from hivegen.errors import HivegenError
 from hivegen.meta import Meta, SyncPlan, SyncResult, UpdateResult, input_name
 from hivegen.names import AGENT_PREFIX, AgentSpec, Role
@@ -44,6 +44,8 @@ RESTART_PENDING = "hivegen-restart-pending"
 class AgentState(StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
+    # Not running, and systemd says the unit failed (a crash, or a start that failed).
+    FAILED = "failed"
     # Registered, but its container does not exist (not created yet, or removed).
     MISSING = "missing"
     # Destroyed: out of the meta flake, repos/credentials/notes kept; spawn revives it.
@@ -446,8 +448,12 @@ class Hive:
                 state = AgentState.TOMBSTONE
             elif unit is None:
                 state = AgentState.MISSING
+            elif unit.running:
+                state = AgentState.RUNNING
+            elif unit.active is ActiveState.FAILED:
+                state = AgentState.FAILED
             else:
-                state = AgentState.RUNNING if unit.running else AgentState.STOPPED
+                state = AgentState.STOPPED
             result.append(
                 AgentStatus(
                     name=spec.name,

@@ -260,3 +260,14 @@ def test_cli_status_json_and_list(
         "alice  h-alice    agent  8879",
     ]
     assert registry.registered_agents(hive.config) == ("alice",)
+
+
+def test_a_unit_that_failed_to_start_shows_as_failed(hive: Hive) -> None:
+    hive.spawn("alice")
+    hive.stop("alice")
+    profile = hive.config.host.simulated_root / "profiles/per-container/h-alice"
+    for link in profile.iterdir():
+        link.unlink()
+    with pytest.raises(HivegenError, match="start"):
+        hive.start("alice")
+    assert states(hive)["alice"] is AgentState.FAILED

@@ -1,0 +1,282 @@
+"""The container lifecycle against a real systemd (see tests/hostbox/harness.py).
+
+One box and one hive for the module: the manager and two agents are spawned once; the
+tests that only look come first, the lifecycle test that stops, rebuilds and destroys
+comes last.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.hostbox.boxed import BoxedHive, boxed_hive
+
+pytestmark = pytest.mark.hostbox
+
+MANAGER = "hm1nd"
+AGENTS = ("alice", "bob")
+CONTAINERS = {MANAGER: MANAGER, "alice": "h-alice", "bob": "h-bob"}
+# bob has its own limits; the others get the defaults (2G, 50%).
+LIMITS = '[agents.bob]\nmemory_max = "1G"\ncpu_quota = "25%"\n'
+GIB = 1024**3
+
+
+@pytest.fixture(scope="module")
+def boxed(
+    hostbox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory, hyperhive_flake: str
+) -> Iterator[BoxedHive]:
+    top = tmp_path_factory.mktemp("hostbox")
+    with boxed_hive(hostbox_rootfs, top, hyperhive_flake, LIMITS) as hive:
+        hive.hivegen("init")
+        for name in (MANAGER, *AGENTS):
+            hive.hivegen("spawn", name)
+            assert_status_agrees(hive)
+        yield hive
+
+
+def assert_status_agrees(hive: BoxedHive) -> dict[str, dict[str, object]]:
+    """`hivegen status --json` says what the real systemd says, for every container."""
+    rows = hive.status()
+    units = hive.show(*rows, props="ActiveState,SubState,MainPID,Result")
+    machines = hive.machines()
+    expected = {
+        "running": "active",
+        "stopped": "inactive",
+        "failed": "failed",
+        "tombstone": "inactive",
+    }
+    for container, row in rows.items():
+        unit = units[container]
+        state = str(row["state"])
+        assert state in expected, row
+        assert unit["ActiveState"] == expected[state], (row, unit)
+        assert row["main_pid"] == int(unit["MainPID"]), (row, unit)
+        assert (container in machines) == (state == "running"), (row, machines)
+        if state != "running":
+            assert unit["Result"] == "success", unit  # stopped cleanly, never "failed"
+    return rows
+
+
+def test_spawned_containers_are_active_units(boxed: BoxedHive) -> None:
+    for container in CONTAINERS.values():
+        assert boxed.is_active(container) == "active"
+    rows = assert_status_agrees(boxed)
+    assert {c: r["state"] for c, r in rows.items()} == dict.fromkeys(CONTAINERS.values(), "running")
+    # Every container's leader runs the inner init, in its own PID namespace.
+    for container in CONTAINERS.values():
+        out = boxed.in_container(container, "cat /proc/1/cmdline")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "/usr/bin/busybox\0sh\0/init\0"
+
+
+def test_containers_share_the_hosts_network(boxed: BoxedHive) -> None:
+    # The conf's PRIVATE_NETWORK=0 and empty addresses: no --private-network or
+    # --network-veth, so each agent's web UI port is reachable from the host.
+    box_net = boxed.box.run(["/usr/bin/readlink", "/proc/1/ns/net"]).stdout.strip()
+    for container in CONTAINERS.values():
+        leader = boxed.leader(container)
+        net = boxed.box.run(["/usr/bin/readlink", f"/proc/{leader}/ns/net"]).stdout.strip()
+        assert net == box_net, container
+
+
+def test_limits_from_the_drop_ins_are_loaded(boxed: BoxedHive) -> None:
+    units = boxed.show(
+        *CONTAINERS.values(),
+        props="MemoryMax,CPUQuotaPerSecUSec,DropInPaths,NeedDaemonReload",
+    )
+    expected = {
+        MANAGER: (str(2 * GIB), "500ms"),
+        "h-alice": (str(2 * GIB), "500ms"),
+        "h-bob": (str(1 * GIB), "250ms"),
+    }
+    for container, (memory, cpu) in expected.items():
+        unit = units[container]
+        assert (unit["MemoryMax"], unit["CPUQuotaPerSecUSec"]) == (memory, cpu), unit
+        assert unit["DropInPaths"] == (
+            f"/etc/systemd/system.control/container@{container}.service.d/hivegen-limits.conf"
+        )
+        assert unit["NeedDaemonReload"] == "no"
+
+
+def bind_mounts(boxed: BoxedHive, container: str) -> dict[str, tuple[str, str]]:
+    """The container's mounts of the hive's host directories: target → (source, rw|ro)."""
+    out = boxed.in_container(container, "cat /proc/self/mountinfo")
+    assert out.returncode == 0, out.stderr
+    top = str(boxed.dirs.top)
+    mounts = {}
+    for line in out.stdout.splitlines():
+        fields = line.split()
+        root, target, options = fields[3], fields[4], fields[5].split(",")
+        if root.startswith(top + "/") and target != "/":
+            mounts[target] = (root, "ro" if "ro" in options else "rw")
+    return mounts
+
+
+def seed_secrets(boxed: BoxedHive) -> None:
+    """A credential and a note per agent, each with a text found nowhere else."""
+    for name in CONTAINERS:
+        (boxed.dirs.state / "credentials" / name / "token").write_text(f"secret-{name}\n")
+        (boxed.dirs.state / "agents" / name / "state" / "note").write_text(f"note-{name}\n")
+
+
+def test_sub_agents_see_their_own_directories_and_nothing_else(boxed: BoxedHive) -> None:
+    state, run = boxed.dirs.state, boxed.dirs.runtime_root
+    seed_secrets(boxed)
+    for name in AGENTS:
+        container = CONTAINERS[name]
+        assert bind_mounts(boxed, container) == {
+            "/run/hive": (str(run / "agents" / name), "rw"),
+            "/root/.claude": (str(state / "credentials" / name), "rw"),
+            f"/agents/{name}/state": (str(state / "agents" / name / "state"), "rw"),
+            "/shared": (str(state / "shared"), "rw"),
+        }
+        host_side = {
+            "/run/hive": run / "agents" / name,
+            "/root/.claude": state / "credentials" / name,
+            f"/agents/{name}/state": state / "agents" / name / "state",
+            "/shared": state / "shared",
+        }
+        # Host → container, and container → host, through each bind.
+        for inside, outside in host_side.items():
+            (outside / f"from-host-{name}").write_text(f"host wrote {inside}\n")
+        script = "; ".join(
+            f"cat {inside}/from-host-{name} && echo '{name} wrote {inside}' > {inside}/from-{name}"
+            for inside in host_side
+        )
+        out = boxed.in_container(container, script)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == [f"host wrote {inside}" for inside in host_side]
+        for inside, outside in host_side.items():
+            assert (outside / f"from-{name}").read_text() == f"{name} wrote {inside}\n"
+
+        # Its own credentials and notes; no one else's, anywhere in the container.
+        out = boxed.in_container(container, "cat /root/.claude/token; ls /agents")
+        assert out.stdout.splitlines() == [f"secret-{name}", name]
+        assert find_text(boxed, container, f"secret-{name}") == ["/root/.claude/token"]
+        assert find_text(boxed, container, f"note-{name}") == [f"/agents/{name}/state/note"]
+        for other in CONTAINERS:
+            if other != name:
+                assert find_text(boxed, container, f"secret-{other}") == []
+                assert find_text(boxed, container, f"note-{other}") == []
+
+
+def test_the_manager_sees_every_proposed_repo_and_reads_applied_and_meta(
+    boxed: BoxedHive,
+) -> None:
+    state, run = boxed.dirs.state, boxed.dirs.runtime_root
+    seed_secrets(boxed)
+    assert bind_mounts(boxed, MANAGER) == {
+        "/run/hive": (str(run / "manager"), "rw"),
+        "/root/.claude": (str(state / "credentials" / MANAGER), "rw"),
+        "/state": (str(state / "agents" / MANAGER / "state"), "rw"),
+        "/shared": (str(state / "shared"), "rw"),
+        "/agents": (str(state / "agents"), "rw"),
+        "/applied": (str(state / "applied"), "ro"),
+        "/meta": (str(state / "meta"), "ro"),
+    }
+    # /agents is read-write: a change to alice's proposed repo reaches the host, and a
+    # note in her state directory reaches alice's own container.
+    out = boxed.in_container(
+        MANAGER,
+        "echo 'from the manager' > /agents/alice/config/NOTES"
+        " && echo 'from the manager' > /agents/alice/state/from-manager"
+        " && ls /agents && ls -a /agents/alice",
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [*sorted(CONTAINERS), ".", "..", "config", "state"]
+    assert (state / "agents/alice/config/NOTES").read_text() == "from the manager\n"
+    seen = boxed.in_container("h-alice", "cat /agents/alice/state/from-manager")
+    assert seen.stdout == "from the manager\n"
+
+    # /applied and /meta are read-only, and readable.
+    for directory, readable in (
+        ("/applied", "/applied/alice/agent.nix"),
+        ("/meta", "/meta/flake.nix"),
+    ):
+        out = boxed.in_container(MANAGER, f"echo x > {directory}/probe")
+        assert out.returncode != 0
+        assert "Read-only file system" in out.stderr, out.stderr
+        assert not (state / directory.lstrip("/") / "probe").exists()
+        out = boxed.in_container(MANAGER, f"cat {readable} > /dev/null")
+        assert out.returncode == 0, out.stderr
+
+    # Its own credentials; no agent's, anywhere (they are not under /agents). It does
+    # see every agent's notes, through /agents.
+    out = boxed.in_container(MANAGER, "cat /root/.claude/token")
+    assert out.stdout == f"secret-{MANAGER}\n"
+    assert find_text(boxed, MANAGER, f"secret-{MANAGER}") == ["/root/.claude/token"]
+    for name in AGENTS:
+        assert find_text(boxed, MANAGER, f"secret-{name}") == []
+        assert find_text(boxed, MANAGER, f"note-{name}") == [f"/agents/{name}/state/note"]
+
+
+def find_text(boxed: BoxedHive, container: str, text: str) -> list[str]:
+    """Every file in the container holding `text` (/proc, /sys and /dev left out)."""
+    script = (
+        "find / \\( -path /proc -o -path /sys -o -path /dev \\) -prune"
+        f" -o -type f -exec grep -lF -- {text} {{}} +"
+    )
+    out = boxed.in_container(container, script)
+    assert out.returncode in (0, 1), out.stderr
+    return out.stdout.split()
+
+
+def test_stop_start_rebuild_and_destroy(boxed: BoxedHive, hyperhive_flake: str) -> None:
+    unit = "container@h-alice.service"
+
+    # stop: the unit ends inactive (nspawn's SIGTERM → the init exits 0), not failed.
+    boxed.hivegen("stop", "alice")
+    assert boxed.is_active("h-alice") == "inactive"
+    assert "h-alice" not in boxed.machines()
+    assert assert_status_agrees(boxed)["h-alice"]["state"] == "stopped"
+
+    # start: active again, with a new leader.
+    boxed.hivegen("start", "alice")
+    assert boxed.is_active("h-alice") == "active"
+    assert assert_status_agrees(boxed)["h-alice"]["state"] == "running"
+
+    # rebuild, nothing changed: reloaded (nixos-container update → systemctl reload),
+    # not restarted: the same leader and main pid.
+    leader = boxed.leader("h-alice")
+    main_pid = boxed.show("h-alice", props="MainPID")["h-alice"]["MainPID"]
+    reloads = boxed.reloads("h-alice")
+    steps = json.loads(boxed.hivegen("rebuild", "alice", "--json"))["steps"]
+    assert not any("restarted" in step for step in steps), steps
+    assert boxed.leader("h-alice") == leader
+    assert boxed.show("h-alice", props="MainPID")["h-alice"]["MainPID"] == main_pid
+    assert boxed.reloads("h-alice") == reloads + 1
+    assert_status_agrees(boxed)
+
+    # rebuild after a limit change: new drop-in, daemon-reload, restart; systemd has it.
+    changed = boxed.dirs.top / "hive-4g.toml"
+    changed.write_text(
+        boxed.dirs.config_text(hyperhive_flake, f'{LIMITS}[agents.alice]\nmemory_max = "4G"\n')
+    )
+    steps = json.loads(boxed.hivegen("rebuild", "alice", "--json", config=changed))["steps"]
+    assert any("restarted" in step for step in steps), steps
+    assert boxed.leader("h-alice") != leader
+    limits = boxed.show("h-alice", props="MemoryMax,CPUQuotaPerSecUSec,NeedDaemonReload")
+    assert limits["h-alice"] == {
+        "Id": unit,
+        "MemoryMax": str(4 * GIB),
+        "CPUQuotaPerSecUSec": "500ms",
+        "NeedDaemonReload": "no",
+    }
+    assert_status_agrees(boxed)
+
+    # destroy: the unit is gone from systemd and the machine from machined; the others run.
+    boxed.hivegen("destroy", "alice", config=changed)
+    assert boxed.is_active("h-alice") == "inactive"
+    listed = boxed.box.systemctl("list-units", "--all", "--plain", "--no-legend", unit)
+    assert listed.stdout.strip() == ""
+    assert boxed.show("h-alice", props="DropInPaths")["h-alice"]["DropInPaths"] == ""
+    assert "h-alice" not in boxed.machines()
+    assert not (boxed.dirs.containers / "h-alice").exists()
+    rows = assert_status_agrees(boxed)
+    assert rows["h-alice"]["state"] == "tombstone"
+    for container in (MANAGER, "h-bob"):
+        assert boxed.is_active(container) == "active"
