@@ -1,0 +1,1 @@
+"""The container lifecycle against a real systemd, booted in systemd-nspawn."""

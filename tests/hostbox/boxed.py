@@ -1,0 +1,182 @@
+"""A hivegen hive whose containers run under the real systemd of a box.
+
+hivegen runs on the host as in production (`[host] runtime = "native"`): it finds
+`nixos-container` and `systemctl` on its PATH. There, this puts the simulated
+`nixos-container` (which builds each system with real nix, writes the conf, and hands
+start/stop/reload and "is it running?" to whatever `systemctl` comes first on PATH, as
+nixpkgs' script does) and `Box.install_systemctl`'s wrapper for the box's real one.
+
+The box sees the hive's directory at the same path (the conf's bind sources are host
+paths), the conf dir at /etc/nixos-containers, the drop-in dir at
+/etc/systemd/system.control, and the simulated host's containers dir at
+/var/lib/nixos-containers, where the unit makes each container's root and where
+`nixos-container destroy` removes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hivegen import simhost
+from tests.hostbox.harness import Bind, Box
+
+MACHINECTL = "/usr/bin/machinectl"
+BUSYBOX = "/usr/bin/busybox"
+
+
+class HivegenFailed(AssertionError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Dirs:
+    top: Path
+
+    @property
+    def state(self) -> Path:
+        return self.top / "state"
+
+    @property
+    def host(self) -> Path:
+        return self.top / "host"
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.host / "etc/nixos-containers"
+
+    @property
+    def systemd_dir(self) -> Path:
+        return self.host / "etc/systemd/system.control"
+
+    @property
+    def runtime_root(self) -> Path:
+        return self.host / "run/hyperhive"
+
+    @property
+    def containers(self) -> Path:
+        """The simulated host's /var/lib/nixos-containers: the box's, too."""
+        return self.host / "containers"
+
+    @property
+    def bin(self) -> Path:
+        return self.top / "bin"
+
+    def config_text(self, hyperhive_flake: str, extra: str = "") -> str:
+        return (
+            f'[hive]\nstate_root = "{self.state}"\nhyperhive_flake = "{hyperhive_flake}"\n'
+            f'[host]\nruntime = "native"\n'
+            f'containers_conf_dir = "{self.conf_dir}"\n'
+            f'systemd_dir = "{self.systemd_dir}"\n'
+            f'runtime_root = "{self.runtime_root}"\n{extra}'
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BoxedHive:
+    box: Box
+    dirs: Dirs
+    config: Path
+    env: dict[str, str]
+
+    def hivegen(self, *args: str, config: Path | None = None) -> str:
+        """Run the hivegen CLI on the host; its stdout. A failure shows the box's journal."""
+        argv = [sys.executable, "-m", "hivegen", "--config", str(config or self.config), *args]
+        result = subprocess.run(
+            argv, env=self.env, capture_output=True, text=True, check=False, timeout=300
+        )
+        if result.returncode != 0:
+            raise HivegenFailed(
+                f"hivegen {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}\n"
+                f"box journal:\n{self.box.journal()}"
+            )
+        return result.stdout
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """`hivegen status --json`, by container."""
+        rows: list[dict[str, Any]] = json.loads(self.hivegen("status", "--json"))
+        return {row["container"]: row for row in rows}
+
+    def show(self, *containers: str, props: str) -> dict[str, dict[str, str]]:
+        """`systemctl show -p <props>` for each container's unit, from the box's systemd."""
+        units = [f"container@{c}.service" for c in containers]
+        out = self.box.systemctl("show", f"--property=Id,{props}", *units).stdout
+        blocks: dict[str, dict[str, str]] = {}
+        for text in out.strip().split("\n\n"):
+            block = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+            blocks[block["Id"]] = block
+        return {c: blocks[u] for c, u in zip(containers, units, strict=True)}
+
+    def is_active(self, container: str) -> str:
+        result = self.box.systemctl("is-active", f"container@{container}.service", check=False)
+        return result.stdout.strip()
+
+    def machines(self) -> set[str]:
+        out = self.box.run([MACHINECTL, "list", "--no-legend", "--no-pager"]).stdout
+        return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+    def leader(self, container: str) -> int:
+        out = self.box.run([MACHINECTL, "show", "-p", "Leader", "--value", container]).stdout
+        return int(out.strip())
+
+    def in_container(self, container: str, script: str) -> subprocess.CompletedProcess[str]:
+        """Run a busybox shell script inside a running agent container (via its leader)."""
+        leader = self.leader(container)
+        argv = ["/usr/bin/nsenter", "-t", str(leader), "-a", "--", BUSYBOX, "sh", "-c", script]
+        return self.box.run(argv, check=False)
+
+    def reloads(self, container: str) -> int:
+        """How many times the unit's ExecReload ran (what `nixos-container update` does)."""
+        path = self.dirs.containers / container / "var/log/hostbox-reloads"
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def hivegen_env(dirs: Dirs) -> dict[str, str]:
+    """The host environment hivegen runs in: our two tools first on PATH."""
+    env = dict(os.environ)
+    for key, value in simhost.environment(dirs.host, dirs.conf_dir, dirs.systemd_dir).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    env["PATH"] = f"{dirs.bin}{os.pathsep}{os.environ.get('PATH', '')}"
+    return env
+
+
+def install_nixos_container(dirs: Dirs) -> None:
+    """The simulated `nixos-container`, alone: its `systemctl` is the box's."""
+    scratch = simhost.install(dirs.top / "simhost-install")
+    dirs.bin.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(scratch / "nixos-container", dirs.bin / "nixos-container")
+    shutil.rmtree(scratch.parent)
+
+
+@contextlib.contextmanager
+def boxed_hive(
+    rootfs: Path, top: Path, hyperhive_flake: str, extra_config: str = ""
+) -> Iterator[BoxedHive]:
+    dirs = Dirs(top)
+    for path in (dirs.conf_dir, dirs.systemd_dir, dirs.runtime_root, dirs.state):
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    dirs.containers.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config = top / "hive.toml"
+    config.write_text(dirs.config_text(hyperhive_flake, extra_config))
+    install_nixos_container(dirs)
+    binds = [
+        Bind(top, str(top)),
+        Bind(dirs.conf_dir, "/etc/nixos-containers"),
+        Bind(dirs.systemd_dir, "/etc/systemd/system.control"),
+        Bind(dirs.containers, "/var/lib/nixos-containers"),
+    ]
+    with Box(rootfs, binds, top / "box.log") as box:
+        box.install_systemctl(dirs.bin)
+        yield BoxedHive(box, dirs, config, hivegen_env(dirs))

@@ -1,0 +1,26 @@
+"""The box's root filesystem, built once per machine; its prerequisites, checked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.hostbox import harness
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def hostbox_rootfs() -> Path:
+    """The cached root filesystem; skipped (failed in CI) when the machine cannot boot it."""
+    missing = harness.missing_prerequisites()
+    if missing:
+        reason = "hostbox needs " + "; ".join(missing)
+        if in_ci():
+            pytest.fail(f"{reason} (CI must run these tests: .ci/run installs them)")
+        pytest.skip(reason)
+    return harness.rootfs()
