@@ -212,13 +212,7 @@ class Meta:
         """Bump `agent-<n>` alone; commit only when the lock changed. Returns the commit."""
         self.require_synced()
         name = self._agent_input(agent)
-        self._mark_pending()
-        try:
-            nix.update_inputs(self.dir, [name])
-            self.git.run(self.dir, "add", "--", LOCK)
-        except BaseException:
-            self._restore_head()
-            raise
+        self._stage_bump([name])
         commit = None
         if self.git.has_staged_changes(self.dir):
             commit = self.git.commit(self.dir, f"lock update: {name}")
@@ -228,14 +222,7 @@ class Meta:
     def prepare(self, agent: str) -> None:
         """Phase one of a deploy: bump and stage the agent's input, commit nothing."""
         self.require_synced()
-        name = self._agent_input(agent)
-        self._mark_pending()
-        try:
-            nix.update_inputs(self.dir, [name])
-            self.git.run(self.dir, "add", "--", LOCK)
-        except BaseException:
-            self.abort(agent)
-            raise
+        self._stage_bump([self._agent_input(agent)])
 
     def finalize(self, agent: str, tag: str, sha: str) -> str:
         """Phase two after a successful build: one commit naming the deploy."""
@@ -263,13 +250,7 @@ class Meta:
                 raise UsageError(f"no input {name!r} in the meta flake (it has: {known})")
         before = read_lock(self.dir)
         prefetched = {name: nix.prefetch(urls[name]) for name in wanted}
-        self._mark_pending()
-        try:
-            nix.update_inputs(self.dir, wanted)
-            self.git.run(self.dir, "add", "--", LOCK)
-        except BaseException:
-            self._restore_head()
-            raise
+        self._stage_bump(wanted)
         after = read_lock(self.dir)
         changes = tuple(
             InputChange(
@@ -291,6 +272,17 @@ class Meta:
         return UpdateResult(changes, commit, prefetched)
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _stage_bump(self, inputs: list[str]) -> None:
+        """Re-lock `inputs` and stage flake.lock, marked pending until a commit or abort;
+        on any failure the lock is put back as HEAD has it."""
+        self._mark_pending()
+        try:
+            nix.update_inputs(self.dir, inputs)
+            self.git.run(self.dir, "add", "--", LOCK)
+        except BaseException:
+            self._restore_head()
+            raise
 
     def is_pending(self) -> bool:
         """A sync, bump or deploy started and did not reach its commit (or abort)."""
