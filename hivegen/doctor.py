@@ -18,7 +18,7 @@ from hivegen import nspawn, registry
 from hivegen.hive import Hive
 from hivegen.names import AGENT_PREFIX, AgentSpec
 from hivegen.proposals import Proposals
-from hivegen.render import render_limits_dropin
+from hivegen.render import LIMITS_DROPIN, render_limits_dropin
 from hivegen.repos import check_out_main
 from hivegen.store import Proposal, ProposalStatus
 
@@ -289,15 +289,14 @@ class Doctor:
                         Check.CONF, name, f"{path} lacks hivegen's nspawn flags", repair=write_conf
                     )
                 )
-            dropin = nspawn.dropin_dir(self.config, spec.container) / "hivegen-limits.conf"
+            dropin = nspawn.dropin_dir(self.config, spec.container) / LIMITS_DROPIN
             expected = render_limits_dropin(self.config.limits_for(name))
             current = dropin.read_text() if dropin.is_file() else None
             if current != expected or nspawn.reload_pending(self.config, spec.container):
 
                 def write_dropin(s: AgentSpec = spec) -> str:
                     nspawn.write_dropin(self.config, s)
-                    host.daemon_reload()
-                    nspawn.reloaded(self.config, s.container)
+                    self.hive.reload_systemd(s.container)
                     return f"{s.name}: limits drop-in rewritten and loaded"
 
                 found.append(
@@ -320,14 +319,13 @@ class Doctor:
                         hint=f"hivegen destroy {name} finishes the destroy",
                     )
                 )
-            elif (directory / "hivegen-limits.conf").exists() or nspawn.reload_pending(
+            elif (directory / LIMITS_DROPIN).exists() or nspawn.reload_pending(
                 self.config, spec.container
             ):
 
                 def drop(s: AgentSpec = spec) -> str:
                     nspawn.remove_dropin(self.config, s.container)
-                    host.daemon_reload()
-                    nspawn.reloaded(self.config, s.container)
+                    self.hive.reload_systemd(s.container)
                     return f"{s.name}: leftover limits drop-in removed"
 
                 found.append(

@@ -196,9 +196,13 @@ class Hive:
         conf_changed = nspawn.write_conf(self.config, spec)
         dropin_changed = nspawn.write_dropin(self.config, spec)
         if dropin_changed:
-            self.host.daemon_reload()
-            nspawn.reloaded(self.config, spec.container)
+            self.reload_systemd(spec.container)
         return conf_changed or dropin_changed
+
+    def reload_systemd(self, container: str) -> None:
+        """`systemctl daemon-reload`, then clear the container's reload-pending mark."""
+        self.host.daemon_reload()
+        nspawn.reloaded(self.config, container)
 
     def apply_host_files(self, spec: AgentSpec) -> list[str]:
         """Conf and drop-in up to date; a running container restarted if they changed."""
@@ -377,8 +381,7 @@ class Hive:
             if nspawn.remove_dropin(self.config, spec.container) or nspawn.reload_pending(
                 self.config, spec.container
             ):
-                self.host.daemon_reload()
-                nspawn.reloaded(self.config, spec.container)
+                self.reload_systemd(spec.container)
                 steps.append("removed its limits drop-in")
             if name in scan.registered:
                 fsutil.write_atomic(self.layout.applied(name) / ".git" / registry.TOMBSTONE, "")
