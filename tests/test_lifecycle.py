@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hivegen import meta as meta_mod
-from hivegen import names, nspawn, process, registry
+from hivegen import names, nspawn, process, registry, repos
 from hivegen.cli import main
 from hivegen.config import load_config
 from hivegen.errors import HivegenError
@@ -139,17 +139,7 @@ def test_spawning_a_running_agent_is_an_error(hive: Hive) -> None:
 
 
 def test_port_collision_is_refused_with_the_references_message(hive: Hive) -> None:
-    seen: dict[int, str] = {}
-    pair = None
-    for letters in itertools.product("abcdefghijklmnopqrstuvwxyz", repeat=3):
-        name = "".join(letters)
-        port = names.agent_port(name)
-        if port in seen:
-            pair = (seen[port], name)
-            break
-        seen[port] = name
-    assert pair is not None
-    first, second = pair
+    first, second = colliding_pair()
     hive.spawn(first)
     hive.stop(first)  # stopped agents hold their port too
     with pytest.raises(HivegenError) as info:
@@ -271,3 +261,35 @@ def test_a_unit_that_failed_to_start_shows_as_failed(hive: Hive) -> None:
     with pytest.raises(HivegenError, match="start"):
         hive.start("alice")
     assert states(hive)["alice"] is AgentState.FAILED
+
+
+def colliding_pair() -> tuple[str, str]:
+    """Two valid agent names with the same port, found by brute force."""
+    seen: dict[int, str] = {}
+    for letters in itertools.product("abcdefghijklmnopqrstuvwxyz", repeat=3):
+        name = "".join(letters)
+        port = names.agent_port(name)
+        if port in seen:
+            return seen[port], name
+        seen[port] = name
+    raise AssertionError("no collision among three-letter names")
+
+
+def test_start_is_refused_while_a_running_agent_holds_the_port(hive: Hive) -> None:
+    first, second = colliding_pair()
+    hive.spawn(first)
+    # `second` joins behind spawn's back (spawn would refuse it), as an older hive might
+    # hold such a pair: start must still never run both at once.
+    repos.seed(hive.config, hive.git, second)
+    hive.meta_sync()
+    hive.host.create(f"h-{second}", hive.host.flake_ref(second))
+    nspawn.write_conf(hive.config, hive.spec(second))
+    port = names.agent_port(first)
+    with pytest.raises(HivegenError, match=f"port {port} is already taken by '{first}'"):
+        hive.start(second)
+    hive.stop(first)
+    hive.start(second)  # the port is free while `first` is stopped
+    with pytest.raises(HivegenError, match=f"already taken by '{second}'"):
+        hive.start(first)
+    with pytest.raises(HivegenError, match=f"already taken by '{second}'"):
+        hive.restart(first)
