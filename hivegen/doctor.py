@@ -102,9 +102,12 @@ class Doctor:
     def diagnose(self) -> list[Finding]:
         findings: list[Finding] = []
         scan = registry.scan(self.config)
-        findings += self._interrupted_approves()
+        # Read once: approves that were interrupted (their agents' repos are mid-change).
+        building = self.proposals.store.in_status(ProposalStatus.BUILDING)
+        findings += self._interrupted_approves(building)
+        building_agents = {p.agent for p in building}
         for name in (*scan.registered, *scan.tombstones):
-            findings += self._repos(name)
+            findings += self._repos(name, busy=name in building_agents)
         if not any(f.check is Check.INTERRUPTED_APPROVE for f in findings):
             findings += self._meta(scan.registered)
         findings += self._containers(scan.registered, scan.tombstones)
@@ -113,11 +116,9 @@ class Doctor:
         findings += self._leftovers()
         return findings
 
-    def _interrupted_approves(self) -> list[Finding]:
-        if not self.layout.database.exists():
-            return []
+    def _interrupted_approves(self, building: list[Proposal]) -> list[Finding]:
         found = []
-        for proposal in self.proposals.store.in_status(ProposalStatus.BUILDING):
+        for proposal in building:
 
             def fix(p: Proposal = proposal) -> str:
                 result = self.proposals.recover(p)
@@ -136,7 +137,7 @@ class Doctor:
             )
         return found
 
-    def _repos(self, name: str) -> list[Finding]:
+    def _repos(self, name: str, *, busy: bool) -> list[Finding]:
         found = []
         git = self.hive.git
         proposed = self.layout.proposed(name)
@@ -164,8 +165,7 @@ class Doctor:
             return found
         # The most recent deploy, by time: ids need not be approved in order.
         newest = self.proposals.last_deployed_sha(name)
-        building = self._building(name)
-        if main != newest and not building:
+        if main != newest and not busy:
 
             def move_back() -> str:
                 git.run(applied, "update-ref", MAIN, newest)
@@ -180,7 +180,7 @@ class Doctor:
                     repair=move_back,
                 )
             )
-        elif not building and not git.ok(applied, "diff", "--quiet", "HEAD", "--"):
+        elif not busy and not git.ok(applied, "diff", "--quiet", "HEAD", "--"):
 
             def reread() -> str:
                 check_out_main(git, applied)
@@ -195,11 +195,6 @@ class Doctor:
                 )
             )
         return found
-
-    def _building(self, name: str) -> bool:
-        if not self.layout.database.exists():
-            return False
-        return any(p.agent == name for p in self.proposals.store.in_status(ProposalStatus.BUILDING))
 
     def _meta(self, registered: tuple[str, ...]) -> list[Finding]:
         meta = self.hive.meta

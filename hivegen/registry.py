@@ -105,10 +105,6 @@ def deployed(git_dir: Path) -> Deployed:
     return Deployed(main, newest[1] if newest else None)
 
 
-def is_tombstone(config: Config, name: str) -> bool:
-    return (config.layout.applied(name) / ".git" / TOMBSTONE).exists()
-
-
 @dataclass(frozen=True, slots=True)
 class Registry:
     registered: tuple[str, ...]
