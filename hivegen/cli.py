@@ -14,6 +14,7 @@ from typing import Any
 from hivegen import __version__
 from hivegen.errors import ExitCode, HivegenError
 from hivegen.highlight import Color, Language
+from hivegen.sanitize import terminal, terminal_line
 
 PROG = "hivegen"
 
@@ -454,7 +455,9 @@ def _cmd_pending(args: argparse.Namespace) -> int:
 def _cmd_diff(args: argparse.Namespace) -> int:
     from hivegen.highlight import highlight, wants_color
 
-    text = _proposals(args).diff(args.id)
+    # Sanitised before highlighting: hivegen's own colour escapes survive, none from the
+    # manager's commit do.
+    text = terminal(_proposals(args).diff(args.id))
     sys.stdout.write(
         highlight(text, Language.DIFF) if wants_color(args.color, sys.stdout) else text
     )
@@ -466,7 +469,7 @@ def _print_deployment(args: argparse.Namespace, deployment: Any) -> int:
         _print_json({**_proposal_json(deployment.proposal), "steps": list(deployment.steps)})
     else:
         for step in deployment.steps:
-            print(f"{deployment.proposal.agent}: {step}")
+            print(f"{deployment.proposal.agent}: {terminal_line(step)}")
     return ExitCode.OK
 
 
@@ -547,12 +550,12 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         )
     else:
         for line in report.repaired:
-            print(f"repaired: {line}")
+            print(f"repaired: {terminal_line(line)}")
         for finding in report.findings:
             fix = " [--repair fixes it]" if finding.repairable else ""
-            print(f"{finding.severity}: {finding.check}: {finding.message}{fix}")
+            print(f"{finding.severity}: {finding.check}: {terminal(finding.message)}{fix}")
             if finding.hint:
-                print(f"  hint: {finding.hint}")
+                print(f"  hint: {terminal(finding.hint)}")
         if not report.problems:
             print("the hive is healthy")
     return ExitCode.DRIFT if report.problems else ExitCode.OK
@@ -580,7 +583,7 @@ def _cmd_lifecycle(args: argparse.Namespace) -> int:
         _print_json({"agent": name, "verb": args.verb, "steps": list(log.steps)})
     else:
         for step in log.steps:
-            print(f"{name}: {step}")
+            print(f"{name}: {terminal_line(step)}")
     return ExitCode.OK
 
 
@@ -721,7 +724,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _print_table(header: list[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [header, *[[str(c) for c in row] for row in rows]]
+    # Every cell is one line: a subject, note or error headline from the manager's repos
+    # can neither drive the terminal nor forge a row.
+    cells = [header, *[[terminal_line(str(c)) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -738,7 +743,8 @@ def _hive(args: argparse.Namespace) -> Any:
         )
 
     def show_output(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        # Build output quotes the agent's config: nothing in it may drive the terminal.
+        print(terminal_line(line), file=sys.stderr, flush=True)
 
     return Hive(
         _load_config(args),
@@ -783,7 +789,7 @@ def _cmd_meta_sync(args: argparse.Namespace) -> int:
         elif plan.needed:
             print("meta flake is out of date:")
             for line in plan.describe():
-                print(f"  {line}")
+                print(f"  {terminal_line(line)}")
         else:
             print(f"meta flake is up to date ({len(plan.agents)} agents)")
         return ExitCode.DRIFT if plan.needed else ExitCode.OK
@@ -799,7 +805,7 @@ def _cmd_meta_sync(args: argparse.Namespace) -> int:
         )
     elif result.commit:
         for line in result.plan.describe():
-            print(f"  {line}")
+            print(f"  {terminal_line(line)}")
         print(f"meta flake committed {result.commit[:12]} ({len(result.plan.agents)} agents)")
     else:
         print(f"meta flake is up to date ({len(result.plan.agents)} agents)")
@@ -827,12 +833,20 @@ def _cmd_meta_update(args: argparse.Namespace) -> int:
         )
         return ExitCode.OK
     for change in result.changes:
+        # Revs and hashes come from nix's view of the fetched inputs: shown one-line, inert.
+        name, old_hash, new_hash = (
+            terminal_line(str(x)) for x in (change.name, change.old_nar_hash, change.new_nar_hash)
+        )
+        old_rev, new_rev = (
+            terminal_line(_short(change.old_rev)),
+            terminal_line(_short(change.new_rev)),
+        )
         if not change.changed:
-            print(f"{change.name}: unchanged (rev {_short(change.new_rev)}, {change.new_nar_hash})")
+            print(f"{name}: unchanged (rev {new_rev}, {new_hash})")
             continue
-        print(f"{change.name}:")
-        print(f"  rev      {_short(change.old_rev)} -> {_short(change.new_rev)}")
-        print(f"  narHash  {change.old_nar_hash} -> {change.new_nar_hash}")
+        print(f"{name}:")
+        print(f"  rev      {old_rev} -> {new_rev}")
+        print(f"  narHash  {old_hash} -> {new_hash}")
     if result.commit:
         print(f"meta flake committed {result.commit[:12]}")
     else:
@@ -851,7 +865,9 @@ def _load_config(args: argparse.Namespace) -> Any:
 
 
 def _print_json(value: object) -> None:
-    json.dump(value, sys.stdout, indent=2, sort_keys=True, ensure_ascii=False)
+    # ensure_ascii: every non-ASCII character (C1 controls, bidi overrides) is a \uXXXX
+    # escape, so no raw control reaches the terminal; the decoded value is the exact text.
+    json.dump(value, sys.stdout, indent=2, sort_keys=True, ensure_ascii=True)
     sys.stdout.write("\n")
 
 
@@ -879,9 +895,10 @@ def _print_files(files: Mapping[str, str], args: argparse.Namespace) -> int:
         _print_json(dict(files))
         return ExitCode.OK
     color = wants_color(args.color, sys.stdout)
-    for index, (path, text) in enumerate(sorted(files.items())):
+    for index, (path, raw) in enumerate(sorted(files.items())):
         if len(files) > 1:
-            print(f"{'' if index == 0 else chr(10)}# ---- {path}")
+            print(f"{'' if index == 0 else chr(10)}# ---- {terminal_line(path)}")
+        text = terminal(raw)
         sys.stdout.write(highlight(text, Language.NIX) if color else text)
     return ExitCode.OK
 
@@ -915,9 +932,16 @@ def _cmd_render_meta(args: argparse.Namespace) -> int:
     return _print_files(render_meta(MetaModel.from_config(config, agents)), args)
 
 
+class _TerminalFormatter(logging.Formatter):
+    """Log lines (`-v` commands quote refs and paths) shown with controls made visible."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal(super().format(record))
+
+
 def _setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_TerminalFormatter("%(message)s"))
     root = logging.getLogger("hivegen")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
@@ -925,9 +949,10 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _report(error: HivegenError) -> None:
-    print(f"{PROG}: error: {error.message}", file=sys.stderr)
+    # Messages quote build errors, git output and file names from the manager's commits.
+    print(f"{PROG}: error: {terminal(error.message)}", file=sys.stderr)
     if error.hint:
-        print(f"{PROG}: hint: {error.hint}", file=sys.stderr)
+        print(f"{PROG}: hint: {terminal(error.hint)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
