@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +42,45 @@ def write_atomic(path: Path, content: str | bytes, mode: int = 0o644) -> bool:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+    return True
+
+
+def write_atomic_at(dir_fd: int, name: str, data: bytes, shown: Path, mode: int = 0o644) -> bool:
+    """`write_atomic` into a directory held open (reached without following symlinks):
+    the temp file and the rename both stay in that directory whatever happens to its
+    path meanwhile. `shown` is the path for messages. False (nothing written) if the
+    file already holds `data`."""
+    try:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise HivegenError(f"cannot write {shown}: {exc.strerror}") from exc
+    else:
+        try:
+            if os.read(fd, len(data) + 1) == data:
+                return False
+        finally:
+            os.close(fd)
+    tmp = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    os.fsync(dir_fd)
     return True
 
 

@@ -7,13 +7,15 @@ completes it: every step checks what is already done.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from hivegen import fsutil, nspawn, registry
+from hivegen import fsutil, notes, nspawn, registry, safepath
 from hivegen.config import Config, Limits
 from hivegen.containers import ActiveState, Host, UnitState
 from hivegen.errors import HivegenError
@@ -34,6 +36,7 @@ class LockPolicy:
 class InitResult:
     created: tuple[Path, ...]
     fixed_modes: tuple[Path, ...]
+    migrated_notes: tuple[str, ...] = ()
 
 
 # In an agent's applied .git while its container is between the stop and the start of a
@@ -66,6 +69,17 @@ class AgentStatus:
     limits: Limits | None
     main_pid: int = 0
     pending: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _PurgeTarget:
+    root: Path
+    parent: PurePosixPath
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return self.root.joinpath(*self.parent.parts, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,25 +121,46 @@ class Hive:
     # -- init and meta ------------------------------------------------------------------
 
     def init(self) -> InitResult:
-        """Create the state root layout; idempotent. Credentials are always 0700."""
+        """Create the state root layout and migrate old notes; idempotent. Credentials
+        are always 0700. Nothing is created or moved through a symlink."""
         layout = self.layout
         dirs = [
-            (layout.agents, 0o755, False),
-            (layout.credentials_root, 0o700, True),
-            (layout.applied_root, 0o755, False),
-            (layout.meta, 0o755, False),
-            (layout.shared, 0o755, False),
+            ("agents", 0o755, False),
+            ("notes", 0o755, False),
+            ("credentials", 0o700, True),
+            ("applied", 0o755, False),
+            ("meta", 0o755, False),
+            ("shared", 0o755, False),
         ]
         created: list[Path] = []
         fixed: list[Path] = []
+        migrated: list[str] = []
         with self.locked():
-            for path, mode, enforce in dirs:
-                before = path.stat().st_mode & 0o7777 if path.exists() else None
-                if fsutil.ensure_dir(path, mode, enforce_mode=enforce):
+            for rel, mode, enforce in dirs:
+                path = layout.root / rel
+                before = path.lstat().st_mode & 0o7777 if path.is_dir() else None
+                safepath.check_dir(layout.root, rel, create_mode=mode, enforce_mode=enforce)
+                if before is None:
                     created.append(path)
-                elif before is not None and before != mode and enforce:
+                elif before != mode and enforce:
                     fixed.append(path)
-        return InitResult(tuple(created), tuple(fixed))
+            for name in registry.registered_agents(self.config):
+                if self.migrate_notes(self.spec(name)):
+                    migrated.append(name)
+        return InitResult(tuple(created), tuple(fixed), tuple(migrated))
+
+    def migrate_notes(self, spec: AgentSpec) -> bool:
+        """Move old `agents/<n>/state` notes to `notes/<n>` (notes.py); True if moved.
+
+        The conf is rewritten at once: a later `nixos-container start` that hivegen
+        does not drive must not bind the old path (which the manager could now plant).
+        A running container keeps its mount: the directory only changed name.
+        """
+        if not notes.migrate(self.layout, spec.name):
+            return False
+        if self.host.conf_exists(spec.container):
+            nspawn.write_conf(self.config, spec)
+        return True
 
     def meta_plan(self) -> SyncPlan:
         """What `meta sync` would do; starts no process and takes no lock."""
@@ -181,15 +216,14 @@ class Hive:
             )
 
     def _ensure_dirs(self, spec: AgentSpec) -> None:
-        layout = self.layout
-        fsutil.ensure_dir(layout.agents / spec.name, 0o755)
-        fsutil.ensure_dir(layout.notes(spec.name), 0o755)
-        fsutil.ensure_dir(layout.credentials_root, 0o700, enforce_mode=True)
+        """Every bind source made if missing and checked (nspawn.verify_binds), old
+        notes migrated first so that they are never hidden behind a new empty dir."""
+        root = self.layout.root
+        self.migrate_notes(spec)
         # Enforced even when it exists: credentials are never readable by others.
-        fsutil.ensure_dir(layout.credentials(spec.name), 0o700, enforce_mode=True)
-        fsutil.ensure_dir(layout.shared, 0o755)
-        fsutil.ensure_dir(layout.meta, 0o755)
-        fsutil.ensure_dir(self.config.runtime_dir(spec), 0o755)
+        safepath.check_dir(root, "credentials", create_mode=0o700, enforce_mode=True)
+        safepath.check_dir(root, "meta", create_mode=0o755)
+        nspawn.verify_binds(self.config, spec, create=True)
 
     def _write_host_files(self, spec: AgentSpec) -> bool:
         """Conf and drop-in; daemon-reload when the drop-in changed. True if any changed."""
@@ -330,6 +364,11 @@ class Hive:
             self.restart_container(spec)
         return StepLog((f"restarted {spec.container}",))
 
+    def verify_binds(self, spec: AgentSpec) -> None:
+        """Refuse (exit 2) before touching a container whose bind sources are unsafe."""
+        self.migrate_notes(spec)
+        nspawn.verify_binds(self.config, spec)
+
     def require_container(self, spec: AgentSpec) -> None:
         if not self.host.conf_exists(spec.container):
             raise HivegenError(
@@ -396,37 +435,43 @@ class Hive:
         return StepLog(tuple(steps))
 
     def _has_leftovers(self, spec: AgentSpec) -> bool:
-        return any(p.exists() or p.is_symlink() for p, _ in self._purge_targets(spec))
+        return any(os.path.lexists(t.path) for t in self._purge_targets(spec))
 
-    def _purge_targets(self, spec: AgentSpec) -> list[tuple[Path, Path]]:
-        layout = self.layout
+    def _purge_targets(self, spec: AgentSpec) -> list[_PurgeTarget]:
+        state = self.layout.root
+        runtime = self.config.runtime_dir(spec).relative_to(self.config.host.runtime_root)
         return [
-            (layout.agents / spec.name, layout.agents),
-            (layout.credentials(spec.name), layout.credentials_root),
-            (self.config.runtime_dir(spec), self.config.runtime_dir(spec).parent),
+            _PurgeTarget(state, PurePosixPath("agents"), spec.name),
+            _PurgeTarget(state, PurePosixPath("notes"), spec.name),
+            _PurgeTarget(state, PurePosixPath("credentials"), spec.name),
+            _PurgeTarget(
+                self.config.host.runtime_root, PurePosixPath(runtime.parent), runtime.name
+            ),
             # Last: while the applied repo exists, a re-run still knows the agent.
-            (layout.applied(spec.name), layout.applied_root),
+            _PurgeTarget(state, PurePosixPath("applied"), spec.name),
         ]
 
     def _purge(self, spec: AgentSpec) -> list[Path]:
-        targets = self._purge_targets(spec)
-        # Check every path before deleting any: a symlink planted by the manager must
-        # not turn a purge into a deletion outside the hive.
-        for path, parent in targets:
-            if path.is_symlink():
-                raise HivegenError(
-                    f"refusing to purge {path}: it is a symlink (to {path.resolve()})",
-                    hint="remove it by hand after checking where it points",
-                )
-            if path.exists() and path.resolve().parent != parent.resolve():
-                raise HivegenError(
-                    f"refusing to purge {path}: it resolves to {path.resolve()}, outside {parent}"
-                )
+        """Delete the agent's directories, each through its parent's fd (never through a
+        symlink: the manager can plant one at `agents/<n>`); every one is checked before
+        any is deleted."""
+        targets = [t for t in self._purge_targets(spec) if os.path.lexists(t.path)]
+        for target in targets:
+            with safepath.opened_dir(target.root, target.parent) as parent_fd:
+                st = safepath.lstat_at(parent_fd, target.name)
+                if st is not None and not stat.S_ISDIR(st.st_mode):
+                    found = safepath.describe(st, parent_fd, target.name)
+                    raise safepath.UnsafePath(
+                        f"refusing to purge {target.path}: it is {found}; nothing was deleted",
+                        hint="look at it and remove it by hand; hivegen never deletes "
+                        "through a link",
+                    )
         deleted = []
-        for path, _ in targets:
-            if path.exists():
-                shutil.rmtree(path)
-                deleted.append(path)
+        for target in targets:
+            with safepath.opened_dir(target.root, target.parent) as parent_fd:
+                if safepath.lstat_at(parent_fd, target.name) is not None:
+                    shutil.rmtree(target.name, dir_fd=parent_fd)
+                    deleted.append(target.path)
         return deleted
 
     # -- list and status ----------------------------------------------------------------

@@ -20,6 +20,12 @@ class Layout:
         return self.root / "credentials"
 
     @property
+    def notes_root(self) -> Path:
+        # Not under agents/ either: a bind source inside the manager's RW /agents bind is
+        # one the manager can swap for a symlink (see safepath.py).
+        return self.root / "notes"
+
+    @property
     def applied_root(self) -> Path:
         return self.root / "applied"
 
@@ -43,6 +49,10 @@ class Layout:
         return self.agents / name / "config"
 
     def notes(self, name: str) -> Path:
+        return self.notes_root / name
+
+    def legacy_notes(self, name: str) -> Path:
+        """Where notes lived before hivegen moved them out of the manager's reach."""
         return self.agents / name / "state"
 
     def credentials(self, name: str) -> Path:

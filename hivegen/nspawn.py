@@ -2,15 +2,21 @@
 
 Both files are rewritten idempotently (a second write changes no byte, and an unchanged
 file is not touched at all) and atomically.
+
+Every bind source is checked (`verify_binds`, see safepath.py for the design) right
+before the conf is written and before every start: a real directory, reached from the
+state or runtime root without a symlink, below directories only root can write. None of
+them lies inside a directory a container can write, so what systemd-nspawn opens later
+is what was checked.
 """
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from hivegen import fsutil
+from hivegen import fsutil, safepath
 from hivegen.config import Config
 from hivegen.errors import HivegenError
 from hivegen.names import AgentSpec, Role
@@ -23,6 +29,7 @@ SHARED_MOUNT = "/shared"
 MANAGER_AGENTS_MOUNT = "/agents"
 MANAGER_APPLIED_MOUNT = "/applied"
 MANAGER_META_MOUNT = "/meta"
+MANAGER_NOTES_ROOT_MOUNT = "/notes"
 
 # Lines hivegen owns in the conf; every other line is kept, in order. A non-empty
 # address makes the start script add --network-veth, which would hide the agent's
@@ -43,33 +50,69 @@ RELOAD_PENDING = ".hivegen-reload-pending"
 
 @dataclass(frozen=True, slots=True)
 class Bind:
-    source: Path
+    # The source is `root/rel`: `root` is a trusted root (state or runtime root) and
+    # `rel` is checked component by component, never following a symlink.
+    root: Path
+    rel: PurePosixPath
     target: str
     read_only: bool = False
+    # Mode hivegen creates the source with; credentials are forced to it every time.
+    mode: int = 0o755
+    enforce_mode: bool = False
+
+    @property
+    def source(self) -> Path:
+        return self.root.joinpath(*self.rel.parts)
 
     def flag(self) -> str:
         return f"--bind{'-ro' if self.read_only else ''}={self.source}:{self.target}"
 
 
 def binds(config: Config, spec: AgentSpec) -> tuple[Bind, ...]:
-    layout = config.layout
+    state = config.layout.root
+    runtime_rel = config.runtime_dir(spec).relative_to(config.host.runtime_root)
     manager = spec.role is Role.MANAGER
     notes_mount = MANAGER_NOTES_MOUNT if manager else f"/agents/{spec.name}/state"
     result = [
-        Bind(config.runtime_dir(spec), RUNTIME_MOUNT),
-        Bind(layout.credentials(spec.name), CREDENTIALS_MOUNT),
-        Bind(layout.notes(spec.name), notes_mount),
-        Bind(layout.shared, SHARED_MOUNT),
+        Bind(config.host.runtime_root, PurePosixPath(runtime_rel), RUNTIME_MOUNT),
+        Bind(
+            state,
+            PurePosixPath("credentials", spec.name),
+            CREDENTIALS_MOUNT,
+            mode=0o700,
+            enforce_mode=True,
+        ),
+        Bind(state, PurePosixPath("notes", spec.name), notes_mount),
+        Bind(state, PurePosixPath("shared"), SHARED_MOUNT),
     ]
     if manager:
-        # The manager edits every proposed repo (RW) and reads what was applied and the
-        # meta flake (RO). Credentials live outside agents/, so this bind exposes none.
+        # The manager edits every proposed repo (RW), reads what was applied and the
+        # meta flake (RO), and reads every agent's notes (RO: writing them would let it
+        # plant instructions in another agent's memory). Credentials live outside
+        # agents/, so no bind exposes another agent's.
         result += [
-            Bind(layout.agents, MANAGER_AGENTS_MOUNT),
-            Bind(layout.applied_root, MANAGER_APPLIED_MOUNT, read_only=True),
-            Bind(layout.meta, MANAGER_META_MOUNT, read_only=True),
+            Bind(state, PurePosixPath("agents"), MANAGER_AGENTS_MOUNT),
+            Bind(state, PurePosixPath("applied"), MANAGER_APPLIED_MOUNT, read_only=True),
+            Bind(state, PurePosixPath("meta"), MANAGER_META_MOUNT, read_only=True),
+            Bind(state, PurePosixPath("notes"), MANAGER_NOTES_ROOT_MOUNT, read_only=True),
         ]
     return tuple(result)
+
+
+def verify_binds(config: Config, spec: AgentSpec, *, create: bool = False) -> None:
+    """Raise `safepath.UnsafePath` unless every bind source is safe to hand to nspawn.
+
+    With `create`, missing sources are made (credentials 0700, forced every time).
+    """
+    for bind in binds(config, spec):
+        if create and bind.root == config.host.runtime_root:
+            fsutil.ensure_dir(bind.root, 0o755)  # /run is emptied at every boot
+        safepath.check_dir(
+            bind.root,
+            bind.rel,
+            create_mode=bind.mode if create else None,
+            enforce_mode=bind.enforce_mode,
+        )
 
 
 def extra_nspawn_flags(config: Config, spec: AgentSpec) -> str:
@@ -100,7 +143,11 @@ def conf_path(config: Config, container: str) -> Path:
 
 
 def write_conf(config: Config, spec: AgentSpec) -> bool:
-    """Rewrite the container's conf; True if it changed. The container must exist."""
+    """Rewrite the container's conf; True if it changed. The container must exist.
+
+    Every bind source is checked first: an unsafe one leaves the conf untouched.
+    """
+    verify_binds(config, spec)
     path = conf_path(config, spec.container)
     try:
         original = path.read_text()

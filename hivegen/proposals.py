@@ -9,18 +9,16 @@ put back), or `denied/<id>` holding the operator's note.
 from __future__ import annotations
 
 import re
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from hivegen import nix, registry
+from hivegen import policy, registry, snapshot
 from hivegen.errors import CommandError, HivegenError, UsageError
 from hivegen.git import validate_commit_ref
 from hivegen.hive import Hive
 from hivegen.nixlang import check_nix_string
-from hivegen.render import AGENT_NIX, FLAKE_NIX
-from hivegen.repos import check_out_main
+from hivegen.repos import check_out_main, fetch_commit
 from hivegen.store import Proposal, ProposalKind, ProposalStatus, Store
 
 MAIN = "refs/heads/main"
@@ -91,66 +89,47 @@ class Proposals:
 
     # -- propose ------------------------------------------------------------------------
 
-    def propose(self, agent: str, rev: str) -> Proposal:
+    def propose(self, agent: str, rev: str, *, allow_flake_inputs: bool = False) -> Proposal:
         validate_commit_ref(rev)  # before any git call: never an option or a refspec
         with self.hive.locked():
             self.hive.registered(agent)
-            proposed = self.layout.proposed(agent)
-            sha = self.git.rev_parse(proposed, rev)
-            if sha is None:
-                raise UsageError(f"no commit {rev} in {agent}'s proposed repo ({proposed})")
             applied = self._applied(agent)
-            with self.store.connect() as db:
-                proposal_id = self.store.insert(db, agent, ProposalKind.APPLY, rev)
-                tag = f"proposal/{proposal_id}"
-                if registry.has_ref(applied / ".git", f"refs/tags/{tag}"):
-                    raise HivegenError(
-                        f"tag {tag} already exists in {applied}",
-                        hint="proposal ids are never reused; was hive.sqlite replaced?",
+            # git never runs in (or is pointed at) the manager's repo: a private copy of
+            # its objects is the only thing read (snapshot.py).
+            with snapshot.snapshot(self.layout.root, self.git, agent) as snap:
+                sha = self.git.rev_parse(snap.path, rev)
+                if sha is None:
+                    raise UsageError(
+                        f"no commit {rev} in {agent}'s proposed repo "
+                        f"({self.layout.proposed(agent)})"
                     )
-                self.git.run(
-                    applied,
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    "--",
-                    str(proposed),
-                    f"{sha}:refs/tags/{tag}",
-                )
-                try:
-                    self._check_tree(agent, sha)
-                except BaseException:
-                    self.git.run(applied, "tag", "-d", tag)
-                    raise
-                db.execute("UPDATE proposals SET fetched_sha = ? WHERE id = ?", (sha, proposal_id))
+                with self.store.connect() as db:
+                    proposal_id = self.store.insert(db, agent, ProposalKind.APPLY, rev)
+                    tag = f"proposal/{proposal_id}"
+                    if registry.has_ref(applied / ".git", f"refs/tags/{tag}"):
+                        raise HivegenError(
+                            f"tag {tag} already exists in {applied}",
+                            hint="proposal ids are never reused; was hive.sqlite replaced?",
+                        )
+                    fetch_commit(self.git, applied, snap, sha, f"refs/tags/{tag}")
+                    try:
+                        policy.check_commit(
+                            self.git, applied, agent, sha, allow_flake_inputs=allow_flake_inputs
+                        )
+                    except BaseException:
+                        self.git.run(applied, "tag", "-d", tag)
+                        raise
+                    db.execute(
+                        "UPDATE proposals SET fetched_sha = ? WHERE id = ?", (sha, proposal_id)
+                    )
         return self.store.get(proposal_id)
 
-    def _check_tree(self, agent: str, sha: str) -> None:
-        applied = self._applied(agent)
-        listing = self.git.run(
-            applied, "ls-tree", "-r", "-z", "--name-only", "--end-of-options", sha
-        ).stdout
-        paths = [p for p in listing.split("\0") if p]
-        missing = sorted({AGENT_NIX, FLAKE_NIX} - set(paths))
-        if missing:
-            raise UsageError(
-                f"commit {sha[:12]} of {agent} has no {' or '.join(missing)} at its top "
-                "level: not a hivegen agent config"
-            )
-        with tempfile.TemporaryDirectory(prefix="hivegen-propose-") as tmp:
-            files = []
-            for rel in (p for p in paths if p.endswith(".nix")):
-                target = Path(tmp, *PurePosixPath(rel).parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                blob = self.git.run(applied, "cat-file", "blob", f"{sha}:{rel}").stdout
-                target.write_text(blob)
-                files.append(target)
-            result = nix.parse_files(files)
-            if not result.ok:
-                detail = result.stderr.replace(f"{tmp}/", "").strip()
-                raise UsageError(
-                    f"commit {sha[:12]} of {agent} has a .nix file that does not parse:\n{detail}"
-                )
+    def flake_report(self, proposal: Proposal) -> policy.FlakeReport:
+        """How the proposal's flake differs from hivegen's (inputs shown on review)."""
+        assert proposal.fetched_sha is not None
+        return policy.report_of_commit(
+            self.git, self._applied(proposal.agent), proposal.agent, proposal.fetched_sha
+        )
 
     # -- read-only views ----------------------------------------------------------------
 
@@ -268,6 +247,7 @@ class Proposals:
         hive, git, agent = self.hive, self.git, proposal.agent
         spec = hive.registered(agent)
         hive.require_container(spec)
+        hive.verify_binds(spec)  # an unsafe bind source stops the deploy before any step
         hive.check_port(spec, running_only=True)
         sha = proposal.fetched_sha
         assert sha is not None

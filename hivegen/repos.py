@@ -7,13 +7,15 @@ and tags keep the history (`deployed/0` marks a seeded repo).
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from hivegen import fsutil, render
+from hivegen import fsutil, policy, render, safepath, snapshot
 from hivegen.config import Config
-from hivegen.errors import HivegenError
+from hivegen.errors import HivegenError, UsageError
 from hivegen.git import Git
 from hivegen.registry import DEPLOYED_ZERO, has_ref
 
@@ -55,34 +57,69 @@ class SeedResult:
 def seed_proposed(config: Config, git: Git, name: str) -> tuple[bool, bool]:
     """Seed the proposed repo unless it has a commit; wire its `applied` remote.
 
-    Returns (seeded now, remote changed). Once `main` has a commit the repo is the
-    manager's: nothing here writes to its files or history again.
+    Returns (seeded now, remote changed). The repo lives in the manager's RW `/agents`
+    bind, so hivegen never runs git in it (snapshot.py): it builds the first commit in a
+    private directory and renames it into place through a directory fd, and only then
+    does the manager see it. Once `main` has a commit the repo is the manager's: nothing
+    here writes to its files or history again.
     """
-    repo = config.layout.proposed(name)
-    seeded = False
-    if not has_ref(repo / ".git", MAIN):
-        # First spawn, or one interrupted before its first commit: files already there
-        # (ours from the interrupted run, or the manager's) are kept, never overwritten.
-        fsutil.ensure_dir(repo, 0o755)
-        for rel, text in render.render_agent_repo(name).items():
-            path = repo / rel
-            if not path.exists():
-                fsutil.write_atomic(path, text)
-        git.init(repo)
-        git.run(repo, "add", "--", render.AGENT_NIX, render.FLAKE_NIX)
-        git.commit(repo, INIT_MESSAGE)
-        seeded = True
-    return seeded, _ensure_applied_remote(git, repo, name)
+    root = config.layout.root
+    where = config.layout.proposed(name)
+    fsutil.ensure_dir(root, 0o755)
+    agent_rel = PurePosixPath("agents", name)
+    with safepath.opened_dir(root, agent_rel, create_mode=0o755, owned=0) as agent_fd:
+        st = safepath.lstat_at(agent_fd, "config")
+        seeded = False
+        if st is None or _is_empty_dir(agent_fd, "config", st):
+            _seed_into(config, git, name, agent_fd)
+            seeded = True
+        elif not stat.S_ISDIR(st.st_mode):
+            raise safepath.UnsafePath(
+                f"unsafe path {where}: it is {safepath.describe(st, agent_fd, 'config')}",
+                hint="the manager replaced the proposed repo; hivegen doctor lists such paths",
+            )
+    if not seeded:
+        git_fd = snapshot.open_proposed_git(root, name)
+        try:
+            has_main = snapshot.read_main(git_fd, where / ".git") is not None
+        finally:
+            os.close(git_fd)
+        if not has_main:
+            raise UsageError(
+                f"{where} exists but has no commit on main: hivegen seeds only a missing "
+                "or empty directory, and never writes into the manager's files",
+                hint=f"commit in it from the manager, or move it away: hivegen spawn {name}",
+            )
+    changed = snapshot.set_remote_url(git, root, name, APPLIED_REMOTE, applied_remote_url(name))
+    return seeded, changed
 
 
-def _ensure_applied_remote(git: Git, repo: Path, name: str) -> bool:
-    want = applied_remote_url(name)
-    current = git.run(repo, "remote", "get-url", APPLIED_REMOTE, check=False)
-    if current.ok and current.stdout.strip() == want:
+def _is_empty_dir(dir_fd: int, name: str, st: os.stat_result) -> bool:
+    if not stat.S_ISDIR(st.st_mode):
         return False
-    verb = "set-url" if current.ok else "add"
-    git.run(repo, "remote", verb, APPLIED_REMOTE, want)
-    return True
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return not os.listdir(fd)  # noqa: PTH208 -- a directory fd, not a path
+    finally:
+        os.close(fd)
+
+
+def _seed_into(config: Config, git: Git, name: str, agent_fd: int) -> None:
+    root = config.layout.root
+    staging = root / f".hivegen-seed-{name}"
+    if staging.exists() or staging.is_symlink():
+        shutil.rmtree(staging)  # left by an interrupted seed: ours, never published
+    staging.mkdir(mode=0o755)
+    for rel, text in render.render_agent_repo(name).items():
+        fsutil.write_atomic(staging / rel, text)
+    git.init(staging)
+    git.run(staging, "add", "--", render.AGENT_NIX, render.FLAKE_NIX)
+    git.commit(staging, INIT_MESSAGE)
+    # rename(2) replaces an empty directory and fails on anything else (a symlink the
+    # manager planted meanwhile included): nothing is ever written through a link.
+    with safepath.opened_dir(root, "") as root_fd:
+        os.rename(staging.name, "config", src_dir_fd=root_fd, dst_dir_fd=agent_fd)
+    os.fsync(agent_fd)
 
 
 def seed_applied(config: Config, git: Git, name: str) -> bool:
@@ -90,7 +127,8 @@ def seed_applied(config: Config, git: Git, name: str) -> bool:
 
     Returns True when it was created now. The repo is built in a hidden sibling
     directory and renamed into place only once tagged, so an interrupted seed never
-    leaves a half-made repo under the agent's name.
+    leaves a half-made repo under the agent's name. Its commits come from a private
+    snapshot of the proposed repo, checked like a proposal (policy.py).
     """
     applied = config.layout.applied(name)
     if applied.exists() or applied.is_symlink():
@@ -100,8 +138,6 @@ def seed_applied(config: Config, git: Git, name: str) -> bool:
             check_applied(config, name)
             return False
     proposed = config.layout.proposed(name)
-    if not has_ref(proposed / ".git", MAIN):
-        raise HivegenError(f"proposed repo {proposed} has no commit on main to seed from")
     root = config.layout.applied_root
     fsutil.ensure_dir(root, 0o755)
     staging = root / f".seeding-{name}"
@@ -109,22 +145,38 @@ def seed_applied(config: Config, git: Git, name: str) -> bool:
         shutil.rmtree(staging)  # left by an interrupted seed: ours, and never published
     staging.mkdir(mode=0o755)
     git.init(staging)
-    # --update-head-ok: HEAD names refs/heads/main, unborn in a new repo.
-    git.run(
-        staging,
-        "fetch",
-        "--quiet",
-        "--no-tags",
-        "--update-head-ok",
-        "--",
-        str(proposed),
-        f"main:{MAIN}",
-    )
+    with snapshot.snapshot(config.layout.root, git, name) as snap:
+        if snap.main is None:
+            raise HivegenError(f"proposed repo {proposed} has no commit on main to seed from")
+        fetch_commit(git, staging, snap, snap.main, MAIN, update_head=True)
+    policy.check_commit(git, staging, name, MAIN)
     check_out_main(git, staging)
     git.tag(staging, "deployed/0", MAIN)
     staging.rename(applied)
     fsutil.fsync_dir(root)
     return True
+
+
+def fetch_commit(
+    git: Git, repo: Path, snap: snapshot.Snapshot, sha: str, ref: str, *, update_head: bool = False
+) -> None:
+    """Copy `sha` and what it needs from a snapshot into `repo` as `ref`."""
+    git.run(snap.path, "update-ref", "--no-deref", "refs/heads/hivegen-fetch", sha)
+    # --update-head-ok: HEAD names refs/heads/main, unborn in a new repo. fsckObjects
+    # refuses malformed objects (a tree entry named `.git`, `..`) before they land.
+    head_ok = ["--update-head-ok"] if update_head else []
+    git.run(
+        repo,
+        "-c",
+        "fetch.fsckObjects=true",
+        "fetch",
+        "--quiet",
+        "--no-tags",
+        *head_ok,
+        "--",
+        str(snap.path),
+        f"refs/heads/hivegen-fetch:{ref}",
+    )
 
 
 def check_applied(config: Config, name: str) -> None:

@@ -31,10 +31,10 @@ def test_init_creates_layout_with_modes_and_is_idempotent(
     assert main(["--config", str(config_path), "init", "--json"]) == 0
     created = json.loads(capsys.readouterr().out)["created"]
     assert sorted(created) == sorted(
-        str(state / d) for d in ("agents", "credentials", "applied", "meta", "shared")
+        str(state / d) for d in ("agents", "notes", "credentials", "applied", "meta", "shared")
     )
     assert mode(state / "credentials") == 0o700
-    for name in ("agents", "applied", "meta", "shared"):
+    for name in ("agents", "notes", "applied", "meta", "shared"):
         assert mode(state / name) == 0o755
     assert mode(state / ".hivegen.lock") == 0o600
 

@@ -57,14 +57,16 @@ def test_full_cycle(hive: Hive, tmp_path: Path) -> None:
     run = tmp_path / "host/run/hyperhive"
     assert alice["EXTRA_NSPAWN_FLAGS"] == (
         f'"--bind={run}/agents/alice:/run/hive --bind={layout.root}/credentials/alice:/root/.claude'
-        f" --bind={layout.root}/agents/alice/state:/agents/alice/state"
+        f" --bind={layout.root}/notes/alice:/agents/alice/state"
         f' --bind={layout.root}/shared:/shared"'
     )
     manager_flags = conf(hive, "hm1nd")["EXTRA_NSPAWN_FLAGS"]
-    assert f"--bind={layout.root}/agents/hm1nd/state:/state " in manager_flags
+    assert f"--bind={layout.root}/notes/hm1nd:/state " in manager_flags
     assert f"--bind={layout.root}/agents:/agents " in manager_flags
     assert f"--bind-ro={layout.root}/applied:/applied " in manager_flags
-    assert manager_flags.endswith(f'--bind-ro={layout.root}/meta:/meta"')
+    assert f"--bind-ro={layout.root}/meta:/meta " in manager_flags
+    # Every agent's notes, read-only: the manager can read them but not plant in them.
+    assert manager_flags.endswith(f'--bind-ro={layout.root}/notes:/notes"')
     assert "credentials/alice" not in manager_flags
     assert dropin(hive, "h-alice").read_text() == "[Service]\nMemoryMax=2G\nCPUQuota=50%\n"
     assert stat.S_IMODE(layout.credentials("alice").stat().st_mode) == 0o700
@@ -283,6 +285,7 @@ def test_start_is_refused_while_a_running_agent_holds_the_port(hive: Hive) -> No
     repos.seed(hive.config, hive.git, second)
     hive.meta_sync()
     hive.host.create(f"h-{second}", hive.host.flake_ref(second))
+    nspawn.verify_binds(hive.config, hive.spec(second), create=True)
     nspawn.write_conf(hive.config, hive.spec(second))
     port = names.agent_port(first)
     with pytest.raises(HivegenError, match=f"port {port} is already taken by '{first}'"):

@@ -76,15 +76,31 @@ def test_drifted_remote_is_repointed(hive: tuple[Config, Git]) -> None:
     assert git(proposed, "remote", "get-url", "applied") == "/applied/alice/.git"
 
 
-def test_interrupted_proposed_seed_keeps_existing_files(hive: tuple[Config, Git]) -> None:
+def test_a_proposed_dir_without_main_is_refused_and_left_alone(
+    hive: tuple[Config, Git],
+) -> None:
+    # hivegen seeds in a private dir and renames it into place, so only the manager can
+    # have made this: its files are never committed, overwritten or run git over.
     config, g = hive
     proposed = config.layout.proposed("alice")
     proposed.mkdir(parents=True)
-    git(proposed, "init", "-q", "--initial-branch=main")  # crashed right after init
-    (proposed / "agent.nix").write_text("{ ... }: { }  # written before the crash\n")
-    repos.seed(config, g, "alice")
-    assert log(proposed) == ["hive-c0re init|c0re|c0re"]
-    assert "before the crash" in (proposed / "agent.nix").read_text()
+    git(proposed, "init", "-q", "--initial-branch=main")
+    (proposed / "agent.nix").write_text("{ ... }: { }  # the manager's\n")
+    before = files_of(proposed)
+    with pytest.raises(HivegenError, match="exists but has no commit on main") as info:
+        repos.seed(config, g, "alice")
+    assert info.value.exit_code == 2
+    assert files_of(proposed) == before
+
+
+def test_an_interrupted_proposed_seed_is_redone(hive: tuple[Config, Git]) -> None:
+    config, g = hive
+    staging = config.layout.root / ".hivegen-seed-alice"
+    staging.mkdir(parents=True)
+    (staging / "agent.nix").write_text("half-written\n")  # killed before the rename
+    assert repos.seed(config, g, "alice").proposed_created
+    assert not staging.exists()
+    assert log(config.layout.proposed("alice")) == ["hive-c0re init|c0re|c0re"]
 
 
 def test_interrupted_applied_seed_is_completed(hive: tuple[Config, Git]) -> None:
