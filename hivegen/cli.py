@@ -305,11 +305,22 @@ def _add_proposal_commands(sub: Any) -> None:
         "propose a commit of an agent's proposed repo for deployment",
         "Pin the manager's commit REV (7 to 40 hex digits) of AGENT's proposed repo in its\n"
         "applied repo as proposal/<id>, after checking it has flake.nix and agent.nix and\n"
-        "that every .nix file parses. Prints the new proposal's id.",
+        "that every .nix file parses. Prints the new proposal's id.\n\n"
+        "The commit is read from a private copy of the repo (git never runs in the\n"
+        "manager's repo) and refused (exit 2) if it holds a symlink or submodule, a file\n"
+        "over the size limits, or a flake.nix other than the per-agent flake hivegen\n"
+        "renders, or a flake.lock (unless --allow-flake-inputs).",
         "hivegen propose alice 1a2b3c4",
     )
     propose.add_argument("agent", metavar="AGENT")
     propose.add_argument("rev", metavar="REV")
+    propose.add_argument(
+        "--allow-flake-inputs",
+        action="store_true",
+        help="accept a flake.nix other than hivegen's (new inputs) or a flake.lock, after "
+        "you have checked every input: they are copied into the store every container "
+        "reads. Inputs on the host's filesystem (path:, file:, git+file:) are refused anyway",
+    )
     propose.add_argument("--json", action="store_true", help="print the proposal as JSON")
     propose.set_defaults(handler=_cmd_propose)
 
@@ -413,7 +424,9 @@ def _age(seconds: float) -> str:
 
 
 def _cmd_propose(args: argparse.Namespace) -> int:
-    proposal = _proposals(args).propose(args.agent, args.rev)
+    proposal = _proposals(args).propose(
+        args.agent, args.rev, allow_flake_inputs=args.allow_flake_inputs
+    )
     if args.json:
         _print_json(_proposal_json(proposal))
     else:
@@ -432,7 +445,16 @@ def _cmd_pending(args: argparse.Namespace) -> int:
     entries = _proposals(args).pending()
     now = time.time()
     if args.json:
-        _print_json([{**_proposal_json(e.proposal), "subject": e.subject} for e in entries])
+        _print_json(
+            [
+                {
+                    **_proposal_json(e.proposal),
+                    "subject": e.subject,
+                    "flake_inputs": _flake_json(e.flake),
+                }
+                for e in entries
+            ]
+        )
     elif not entries:
         print("no pending proposals")
     else:
@@ -444,20 +466,51 @@ def _cmd_pending(args: argparse.Namespace) -> int:
                     e.proposal.agent,
                     _short(e.proposal.fetched_sha, 7),
                     _age(now - e.proposal.created),
-                    e.subject,
+                    e.subject
+                    if e.flake.clean
+                    else f"!! FLAKE INPUTS ({', '.join(n for n, _ in e.flake.inputs) or '?'}) "
+                    + e.subject,
                 ]
                 for e in entries
             ],
         )
+        for e in entries:
+            if not e.flake.clean:
+                sys.stdout.write("\n" + _flake_warning(e.proposal.agent, e.proposal.id, e.flake))
     return ExitCode.OK
+
+
+def _flake_json(report: Any) -> dict[str, object] | None:
+    if report.clean:
+        return None
+    return {
+        "flake_nix_changed": report.changed,
+        "has_flake_lock": report.has_lock,
+        "inputs": dict(report.inputs),
+    }
+
+
+def _flake_warning(agent: str, proposal_id: int, report: Any) -> str:
+    """The banner a proposal let in with --allow-flake-inputs carries on review."""
+    lines = [
+        f"!! proposal {proposal_id} ({agent}) brings its own flake inputs "
+        "(accepted with --allow-flake-inputs):",
+        *(f"!!   {terminal_line(line.strip())}" for line in report.describe().splitlines()),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
     from hivegen.highlight import highlight, wants_color
 
+    proposals = _proposals(args)
+    proposal = proposals.store.get(args.id)
+    report = proposals.flake_report(proposal)
+    if not report.clean:
+        sys.stdout.write(_flake_warning(proposal.agent, proposal.id, report) + "\n")
     # Sanitised before highlighting: hivegen's own colour escapes survive, none from the
     # manager's commit do.
-    text = terminal(_proposals(args).diff(args.id))
+    text = terminal(proposals.diff(args.id))
     sys.stdout.write(
         highlight(text, Language.DIFF) if wants_color(args.color, sys.stdout) else text
     )
@@ -762,6 +815,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
                 "state_root": str(hive.layout.root),
                 "created": [str(p) for p in result.created],
                 "fixed_modes": [str(p) for p in result.fixed_modes],
+                "migrated_notes": list(result.migrated_notes),
             }
         )
         return ExitCode.OK
@@ -769,7 +823,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
         print(f"created {path}")
     for path in result.fixed_modes:
         print(f"fixed mode of {path}")
-    if not result.created and not result.fixed_modes:
+    for name in result.migrated_notes:
+        print(f"moved {name}'s notes to {hive.layout.notes(name)} (out of the manager's reach)")
+    if not result.created and not result.fixed_modes and not result.migrated_notes:
         print(f"hive at {hive.layout.root} is already set up")
     return ExitCode.OK
 

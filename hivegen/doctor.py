@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import assert_never
 
 from hivegen import meta as meta_mod
-from hivegen import nspawn, registry
+from hivegen import nspawn, pathcheck, registry, safepath
 from hivegen.hive import Hive
 from hivegen.names import AGENT_PREFIX, AgentSpec
 from hivegen.proposals import Proposals
@@ -47,6 +48,7 @@ class Check(StrEnum):
     FOREIGN = "foreign"
     LEFTOVER = "leftover"
     RESTART = "restart"
+    PATHS = "paths"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class Doctor:
         self.config = hive.config
         self.layout = hive.layout
         self.proposals = Proposals(hive)
+        self._unsafe_agents: set[str] = set()
 
     def run(self, *, repair: bool = False) -> Report:
         if not repair:
@@ -102,6 +105,10 @@ class Doctor:
     def diagnose(self) -> list[Finding]:
         findings: list[Finding] = []
         scan = registry.scan(self.config)
+        paths = self._paths(scan.registered + scan.tombstones)
+        findings += paths
+        # An agent with an unsafe path gets no conf repair: the bind check would refuse it.
+        self._unsafe_agents = {f.agent for f in paths if f.agent is not None and f.repair is None}
         # Read once: approves that were interrupted (their agents' repos are mid-change).
         building = self.proposals.store.in_status(ProposalStatus.BUILDING)
         findings += self._interrupted_approves(building)
@@ -115,6 +122,38 @@ class Doctor:
         findings += self._ports(scan.registered)
         findings += self._leftovers()
         return findings
+
+    def _paths(self, names: tuple[str, ...]) -> list[Finding]:
+        found = []
+        for item in pathcheck.survey(self.config, names):
+            match item.issue:
+                case pathcheck.PathIssue.LEGACY_NOTES:
+
+                    def migrate(n: str = item.agent or "") -> str:
+                        self.hive.migrate_notes(self.hive.spec(n))
+                        return f"{n}: notes moved to {self.layout.notes(n)}"
+
+                    found.append(Finding(Check.PATHS, item.agent, item.message, repair=migrate))
+                case pathcheck.PathIssue.LEGACY_LEFT:
+                    found.append(Finding(Check.PATHS, item.agent, item.message, Severity.NOTE))
+                case (
+                    pathcheck.PathIssue.UNSAFE
+                    | pathcheck.PathIssue.PLANTED
+                    | pathcheck.PathIssue.BORROWING
+                ):
+                    found.append(
+                        Finding(
+                            Check.PATHS,
+                            item.agent,
+                            item.message,
+                            hint="look at it and remove it by hand (from inside the manager "
+                            "if it is under /agents); --repair never follows, moves or "
+                            "deletes it, and hivegen refuses to bind or read through it",
+                        )
+                    )
+                case _ as unreachable:
+                    assert_never(unreachable)
+        return found
 
     def _interrupted_approves(self, building: list[Proposal]) -> list[Finding]:
         found = []
@@ -267,7 +306,7 @@ class Doctor:
                         Check.RESTART,
                         name,
                         f"a restart of {spec.container} was interrupted",
-                        repair=finish,
+                        repair=None if name in self._unsafe_agents else finish,
                     )
                 )
             path = nspawn.conf_path(self.config, spec.container)
@@ -279,9 +318,16 @@ class Doctor:
                     nspawn.write_conf(self.config, s)
                     return f"{s.name}: nspawn flags rewritten (restart {s.name} to apply them)"
 
+                unsafe = name in self._unsafe_agents
                 found.append(
                     Finding(
-                        Check.CONF, name, f"{path} lacks hivegen's nspawn flags", repair=write_conf
+                        Check.CONF,
+                        name,
+                        f"{path} lacks hivegen's nspawn flags",
+                        hint="not rewritten while a bind source of it is unsafe (see above)"
+                        if unsafe
+                        else None,
+                        repair=None if unsafe else write_conf,
                     )
                 )
             dropin = nspawn.dropin_dir(self.config, spec.container) / LIMITS_DROPIN
@@ -346,14 +392,16 @@ class Doctor:
 
     def _credentials(self, names: tuple[str, ...]) -> list[Finding]:
         found = []
-        for path in (self.layout.credentials_root, *(self.layout.credentials(n) for n in names)):
-            if not path.is_dir() or path.is_symlink():
-                continue
-            mode = stat.S_IMODE(path.stat().st_mode)
+        root = self.layout.root
+        for rel in ("credentials", *(f"credentials/{n}" for n in names)):
+            path = root / rel
+            if not path.is_dir() or safepath.survey(root, rel) is not None:
+                continue  # missing, or unsafe (the paths check reports it): never chmod'ed
+            mode = stat.S_IMODE(path.lstat().st_mode)
             if mode != 0o700:
 
-                def chmod(p: Path = path, m: int = mode) -> str:
-                    p.chmod(0o700)
+                def chmod(r: str = rel, p: Path = path, m: int = mode) -> str:
+                    safepath.check_dir(root, r, create_mode=0o700, enforce_mode=True)
                     return f"{p}: mode {m:o} -> 700"
 
                 found.append(
@@ -384,19 +432,25 @@ class Doctor:
     def _leftovers(self) -> list[Finding]:
         found: list[Finding] = []
         root = self.layout.applied_root
-        if not root.is_dir():
-            return found
-        for staging in sorted(root.glob(".seeding-*")):
+        # Private work dirs of hivegen's own (root-only parents), left by a killed run.
+        left = sorted(root.glob(".seeding-*")) if root.is_dir() else []
+        left += sorted(
+            p
+            for pattern in (".hivegen-seed-*", ".hivegen-snapshot-*", ".hivegen-config-*")
+            for p in self.layout.root.glob(pattern)
+            if p.is_dir() and not p.is_symlink()
+        )
+        for staging in left:
 
             def remove(p: Path = staging) -> str:
                 shutil.rmtree(p)
-                return f"removed {p}, left by an interrupted seed (never published)"
+                return f"removed {p}, left by an interrupted run (never published)"
 
             found.append(
                 Finding(
                     Check.LEFTOVER,
-                    staging.name[len(".seeding-") :],
-                    f"{staging} is left from an interrupted seed",
+                    None,
+                    f"{staging} is left from an interrupted run",
                     repair=remove,
                 )
             )

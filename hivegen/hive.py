@@ -267,6 +267,7 @@ class Hive:
         if not self.restart_pending(spec):
             return False
         if not self.host.unit_state(spec.container).running:
+            self.verify_binds(spec)
             self.host.start(spec.container)
         self._restart_mark(spec).unlink(missing_ok=True)
         return True

@@ -89,6 +89,9 @@ class FlakeReport:
         return "\n".join(lines)
 
 
+CLEAN = FlakeReport(False, False, ())
+
+
 def points_at_host(where: str) -> bool:
     """Does an input (as `read_inputs` describes it) read the host's filesystem?"""
     text = where.strip().lower()
@@ -211,7 +214,7 @@ def flake_report(agent: str, tree: Path, *, has_lock: bool) -> FlakeReport:
     text = (tree / render.FLAKE_NIX).read_text()
     changed = text != rendered
     if not changed and not has_lock:
-        return FlakeReport(False, False, ())
+        return CLEAN
     inputs, error = read_inputs(tree)
     return FlakeReport(changed, has_lock, inputs, error)
 
@@ -254,7 +257,7 @@ def report_of_commit(git: Git, repo: Path, agent: str, sha: str) -> FlakeReport:
     has_lock = git.ok(repo, "cat-file", "-e", f"{sha}:{FLAKE_LOCK}")
     text = git.run(repo, "cat-file", "blob", f"{sha}:{render.FLAKE_NIX}", check=False).stdout
     if text == rendered and not has_lock:
-        return FlakeReport(False, False, ())
+        return CLEAN
     with tempfile.TemporaryDirectory(prefix="hivegen-flake-") as tmp:
         Path(tmp, render.FLAKE_NIX).write_text(text)
         return flake_report(agent, Path(tmp), has_lock=has_lock)

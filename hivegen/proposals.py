@@ -34,6 +34,8 @@ class BuildFailed(HivegenError):
 class PendingEntry:
     proposal: Proposal
     subject: str
+    # Not clean only for a proposal the operator let in with --allow-flake-inputs.
+    flake: policy.FlakeReport = policy.CLEAN
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +143,9 @@ class Proposals:
                 subject = self.git.out(
                     self._applied(proposal.agent), "log", "-1", "--format=%s", proposal.fetched_sha
                 )
-            entries.append(PendingEntry(proposal, subject))
+                entries.append(PendingEntry(proposal, subject, self.flake_report(proposal)))
+            else:
+                entries.append(PendingEntry(proposal, subject))
         return entries
 
     def diff(self, proposal_id: int) -> str:

@@ -41,7 +41,7 @@ _SHA = re.compile(r"[0-9a-f]{40}\Z")
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Files that make git read objects or refs from elsewhere: refused, never copied.
-_BORROWING = ("objects/info/alternates", "objects/info/http-alternates", "commondir")
+BORROWING = ("objects/info/alternates", "objects/info/http-alternates", "commondir")
 
 
 class HostileRepo(UsageError):
@@ -196,7 +196,7 @@ def snapshot(state_root: Path, git: Git, name: str) -> Iterator[Snapshot]:
     git_fd = open_proposed_git(state_root, name)
     tmp = Path(tempfile.mkdtemp(prefix=f".hivegen-snapshot-{name}-", dir=state_root))
     try:
-        for rel in _BORROWING:
+        for rel in BORROWING:
             st = _lstat_rel(git_fd, rel)
             if st is not None:
                 raise HostileRepo(
