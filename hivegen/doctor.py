@@ -449,12 +449,19 @@ class Doctor:
             found.append(
                 Finding(
                     Check.LEFTOVER,
-                    None,
+                    _leftover_agent(staging.name),
                     f"{staging} is left from an interrupted run",
                     repair=remove,
                 )
             )
         return found
+
+
+def _leftover_agent(name: str) -> str | None:
+    for prefix in (".seeding-", ".hivegen-seed-"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return None  # a snapshot or config copy: not one agent's
 
 
 def _deployed_tags(git_dir: Path) -> dict[int, str]:

@@ -206,12 +206,11 @@ def snapshot(state_root: Path, git: Git, name: str) -> Iterator[Snapshot]:
                 )
         main = read_main(git_fd, where)
         git.run(None, "init", "--quiet", "--bare", str(tmp))
-        try:
-            objects_fd = os.open("objects", _DIR_FLAGS, dir_fd=git_fd)
-        except FileNotFoundError:
-            raise HostileRepo(f"{where} has no objects directory: not a git repo") from None
-        except OSError as exc:
-            raise HostileRepo(f"{where}/objects is not a real directory ({exc.strerror})") from None
+        st = safepath.lstat_at(git_fd, "objects")
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            found = "missing" if st is None else safepath.describe(st, git_fd, "objects")
+            raise HostileRepo(f"unsafe path {where}/objects: it is {found}, not a directory")
+        objects_fd = os.open("objects", _DIR_FLAGS, dir_fd=git_fd)
         try:
             _copy_tree(objects_fd, tmp / "objects", Path("objects"), _Budget(where))
         finally:

@@ -87,12 +87,18 @@ class BoxedHive:
     config: Path
     env: dict[str, str]
 
-    def hivegen(self, *args: str, config: Path | None = None) -> str:
-        """Run the hivegen CLI on the host; its stdout. A failure shows the box's journal."""
+    def run_hivegen(
+        self, *args: str, config: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the hivegen CLI on the host, whatever it exits with."""
         argv = [sys.executable, "-m", "hivegen", "--config", str(config or self.config), *args]
-        result = subprocess.run(
+        return subprocess.run(
             argv, env=self.env, capture_output=True, text=True, check=False, timeout=300
         )
+
+    def hivegen(self, *args: str, config: Path | None = None) -> str:
+        """Run the hivegen CLI on the host; its stdout. A failure shows the box's journal."""
+        result = self.run_hivegen(*args, config=config)
         if result.returncode != 0:
             raise HivegenFailed(
                 f"hivegen {' '.join(args)} exited {result.returncode}\n"
@@ -134,10 +140,57 @@ class BoxedHive:
         argv = ["/usr/bin/nsenter", "-t", str(leader), "-a", "--", BUSYBOX, "sh", "-c", script]
         return self.box.run(argv, check=False)
 
+    def bind_mounts(self, container: str) -> dict[str, tuple[str, str]]:
+        """The container's mounts of the hive's host directories: target → (source, rw|ro)."""
+        out = self.in_container(container, "cat /proc/self/mountinfo")
+        assert out.returncode == 0, out.stderr
+        top = str(self.dirs.top)
+        mounts = {}
+        for line in out.stdout.splitlines():
+            fields = line.split()
+            root, target, options = fields[3], fields[4], fields[5].split(",")
+            if root.startswith(top + "/") and target != "/":
+                mounts[target] = (root, "ro" if "ro" in options else "rw")
+        return mounts
+
+    def find_text(self, container: str, text: str) -> list[str]:
+        """Every file in the container holding `text` (/proc, /sys and /dev left out),
+        sorted. `find` follows no symlink: a file is found where it really is."""
+        script = (
+            "find / \\( -path /proc -o -path /sys -o -path /dev \\) -prune"
+            f" -o -type f -exec grep -lF -- {text} {{}} +"
+        )
+        out = self.in_container(container, script)
+        assert out.returncode in (0, 1), out.stderr
+        return sorted(out.stdout.split())
+
     def reloads(self, container: str) -> int:
         """How many times the unit's ExecReload ran (what `nixos-container update` does)."""
         path = self.dirs.containers / container / "var/log/hostbox-reloads"
         return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def assert_status_agrees(hive: BoxedHive) -> dict[str, dict[str, object]]:
+    """`hivegen status --json` says what the real systemd says, for every container."""
+    rows = hive.status()
+    units = hive.show(*rows, props="ActiveState,SubState,MainPID,Result")
+    machines = hive.machines()
+    expected = {
+        "running": "active",
+        "stopped": "inactive",
+        "failed": "failed",
+        "tombstone": "inactive",
+    }
+    for container, row in rows.items():
+        unit = units[container]
+        state = str(row["state"])
+        assert state in expected, row
+        assert unit["ActiveState"] == expected[state], (row, unit)
+        assert row["main_pid"] == int(unit["MainPID"]), (row, unit)
+        assert (container in machines) == (state == "running"), (row, machines)
+        if state != "running":
+            assert unit["Result"] == "success", unit  # stopped cleanly, never "failed"
+    return rows
 
 
 def hivegen_env(dirs: Dirs) -> dict[str, str]:

@@ -9,6 +9,10 @@ import pytest
 
 from tests.hostbox import harness
 
+# boxed.py's helpers assert what they check: with pytest's messages (before any test
+# module imports it).
+pytest.register_assert_rewrite("tests.hostbox.boxed")
+
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostbox.boxed import BoxedHive, boxed_hive
+from tests.hostbox.boxed import BoxedHive, assert_status_agrees, boxed_hive
 
 pytestmark = pytest.mark.hostbox
 
@@ -36,29 +36,6 @@ def boxed(
             hive.hivegen("spawn", name)
             assert_status_agrees(hive)
         yield hive
-
-
-def assert_status_agrees(hive: BoxedHive) -> dict[str, dict[str, object]]:
-    """`hivegen status --json` says what the real systemd says, for every container."""
-    rows = hive.status()
-    units = hive.show(*rows, props="ActiveState,SubState,MainPID,Result")
-    machines = hive.machines()
-    expected = {
-        "running": "active",
-        "stopped": "inactive",
-        "failed": "failed",
-        "tombstone": "inactive",
-    }
-    for container, row in rows.items():
-        unit = units[container]
-        state = str(row["state"])
-        assert state in expected, row
-        assert unit["ActiveState"] == expected[state], (row, unit)
-        assert row["main_pid"] == int(unit["MainPID"]), (row, unit)
-        assert (container in machines) == (state == "running"), (row, machines)
-        if state != "running":
-            assert unit["Result"] == "success", unit  # stopped cleanly, never "failed"
-    return rows
 
 
 def test_spawned_containers_are_active_units(boxed: BoxedHive) -> None:
@@ -102,25 +79,11 @@ def test_limits_from_the_drop_ins_are_loaded(boxed: BoxedHive) -> None:
         assert unit["NeedDaemonReload"] == "no"
 
 
-def bind_mounts(boxed: BoxedHive, container: str) -> dict[str, tuple[str, str]]:
-    """The container's mounts of the hive's host directories: target → (source, rw|ro)."""
-    out = boxed.in_container(container, "cat /proc/self/mountinfo")
-    assert out.returncode == 0, out.stderr
-    top = str(boxed.dirs.top)
-    mounts = {}
-    for line in out.stdout.splitlines():
-        fields = line.split()
-        root, target, options = fields[3], fields[4], fields[5].split(",")
-        if root.startswith(top + "/") and target != "/":
-            mounts[target] = (root, "ro" if "ro" in options else "rw")
-    return mounts
-
-
 def seed_secrets(boxed: BoxedHive) -> None:
     """A credential and a note per agent, each with a text found nowhere else."""
     for name in CONTAINERS:
         (boxed.dirs.state / "credentials" / name / "token").write_text(f"secret-{name}\n")
-        (boxed.dirs.state / "agents" / name / "state" / "note").write_text(f"note-{name}\n")
+        (boxed.dirs.state / "notes" / name / "note").write_text(f"note-{name}\n")
 
 
 def test_sub_agents_see_their_own_directories_and_nothing_else(boxed: BoxedHive) -> None:
@@ -128,16 +91,17 @@ def test_sub_agents_see_their_own_directories_and_nothing_else(boxed: BoxedHive)
     seed_secrets(boxed)
     for name in AGENTS:
         container = CONTAINERS[name]
-        assert bind_mounts(boxed, container) == {
+        # Its notes are still mounted at /agents/<n>/state; they live in notes/<n>.
+        assert boxed.bind_mounts(container) == {
             "/run/hive": (str(run / "agents" / name), "rw"),
             "/root/.claude": (str(state / "credentials" / name), "rw"),
-            f"/agents/{name}/state": (str(state / "agents" / name / "state"), "rw"),
+            f"/agents/{name}/state": (str(state / "notes" / name), "rw"),
             "/shared": (str(state / "shared"), "rw"),
         }
         host_side = {
             "/run/hive": run / "agents" / name,
             "/root/.claude": state / "credentials" / name,
-            f"/agents/{name}/state": state / "agents" / name / "state",
+            f"/agents/{name}/state": state / "notes" / name,
             "/shared": state / "shared",
         }
         # Host → container, and container → host, through each bind.
@@ -154,43 +118,67 @@ def test_sub_agents_see_their_own_directories_and_nothing_else(boxed: BoxedHive)
             assert (outside / f"from-{name}").read_text() == f"{name} wrote {inside}\n"
 
         # Its own credentials and notes; no one else's, anywhere in the container.
-        out = boxed.in_container(container, "cat /root/.claude/token; ls /agents")
-        assert out.stdout.splitlines() == [f"secret-{name}", name]
-        assert find_text(boxed, container, f"secret-{name}") == ["/root/.claude/token"]
-        assert find_text(boxed, container, f"note-{name}") == [f"/agents/{name}/state/note"]
+        out = boxed.in_container(container, "cat /root/.claude/token; ls /agents; ls /")
+        lines = out.stdout.splitlines()
+        assert lines[:2] == [f"secret-{name}", name]
+        assert "notes" not in lines[2:]  # only the manager has /notes
+        assert boxed.find_text(container, f"secret-{name}") == ["/root/.claude/token"]
+        assert boxed.find_text(container, f"note-{name}") == [f"/agents/{name}/state/note"]
         for other in CONTAINERS:
             if other != name:
-                assert find_text(boxed, container, f"secret-{other}") == []
-                assert find_text(boxed, container, f"note-{other}") == []
+                assert boxed.find_text(container, f"secret-{other}") == []
+                assert boxed.find_text(container, f"note-{other}") == []
 
 
-def test_the_manager_sees_every_proposed_repo_and_reads_applied_and_meta(
+def test_the_manager_sees_every_proposed_repo_and_reads_applied_meta_and_notes(
     boxed: BoxedHive,
 ) -> None:
     state, run = boxed.dirs.state, boxed.dirs.runtime_root
     seed_secrets(boxed)
-    assert bind_mounts(boxed, MANAGER) == {
+    assert boxed.bind_mounts(MANAGER) == {
         "/run/hive": (str(run / "manager"), "rw"),
         "/root/.claude": (str(state / "credentials" / MANAGER), "rw"),
-        "/state": (str(state / "agents" / MANAGER / "state"), "rw"),
+        "/state": (str(state / "notes" / MANAGER), "rw"),
         "/shared": (str(state / "shared"), "rw"),
         "/agents": (str(state / "agents"), "rw"),
         "/applied": (str(state / "applied"), "ro"),
         "/meta": (str(state / "meta"), "ro"),
+        "/notes": (str(state / "notes"), "ro"),
     }
-    # /agents is read-write: a change to alice's proposed repo reaches the host, and a
-    # note in her state directory reaches alice's own container.
+    # /agents is read-write: a change to alice's proposed repo reaches the host. No
+    # agent's notes are in it any more (no bind source lies inside a writable bind).
     out = boxed.in_container(
         MANAGER,
-        "echo 'from the manager' > /agents/alice/config/NOTES"
-        " && echo 'from the manager' > /agents/alice/state/from-manager"
-        " && ls /agents && ls -a /agents/alice",
+        "echo 'from the manager' > /agents/alice/config/NOTES && ls /agents && ls -a /agents/alice",
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [*sorted(CONTAINERS), ".", "..", "config", "state"]
+    assert out.stdout.split() == [*sorted(CONTAINERS), ".", "..", "config"]
     assert (state / "agents/alice/config/NOTES").read_text() == "from the manager\n"
-    seen = boxed.in_container("h-alice", "cat /agents/alice/state/from-manager")
-    assert seen.stdout == "from the manager\n"
+
+    # Its own notes read-write at /state, both ways.
+    out = boxed.in_container(
+        MANAGER, "cat /state/note && echo 'the manager wrote /state' > /state/from-manager"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"note-{MANAGER}\n"
+    assert (state / "notes" / MANAGER / "from-manager").read_text() == "the manager wrote /state\n"
+
+    # Every agent's notes at /notes, read-only: what an agent writes, the manager reads
+    # at once; the manager cannot write any of them, not even its own.
+    out = boxed.in_container(MANAGER, "ls /notes")
+    assert out.stdout.split() == sorted(CONTAINERS)
+    out = boxed.in_container("h-alice", "echo 'alice wrote it' > /agents/alice/state/for-manager")
+    assert out.returncode == 0, out.stderr
+    out = boxed.in_container(MANAGER, "cat /notes/alice/for-manager")
+    assert out.stdout == "alice wrote it\n", out.stderr
+    for name in CONTAINERS:
+        out = boxed.in_container(MANAGER, f"echo x > /notes/{name}/probe")
+        assert out.returncode != 0
+        assert "Read-only file system" in out.stderr, out.stderr
+        assert not (state / "notes" / name / "probe").exists()
+    out = boxed.in_container(MANAGER, "mkdir /notes/mallory")
+    assert out.returncode != 0
+    assert "Read-only file system" in out.stderr, out.stderr
 
     # /applied and /meta are read-only, and readable.
     for directory, readable in (
@@ -205,24 +193,14 @@ def test_the_manager_sees_every_proposed_repo_and_reads_applied_and_meta(
         assert out.returncode == 0, out.stderr
 
     # Its own credentials; no agent's, anywhere (they are not under /agents). It does
-    # see every agent's notes, through /agents.
+    # see every agent's notes, through /notes only; its own also at /state.
     out = boxed.in_container(MANAGER, "cat /root/.claude/token")
     assert out.stdout == f"secret-{MANAGER}\n"
-    assert find_text(boxed, MANAGER, f"secret-{MANAGER}") == ["/root/.claude/token"]
+    assert boxed.find_text(MANAGER, f"secret-{MANAGER}") == ["/root/.claude/token"]
+    assert boxed.find_text(MANAGER, f"note-{MANAGER}") == [f"/notes/{MANAGER}/note", "/state/note"]
     for name in AGENTS:
-        assert find_text(boxed, MANAGER, f"secret-{name}") == []
-        assert find_text(boxed, MANAGER, f"note-{name}") == [f"/agents/{name}/state/note"]
-
-
-def find_text(boxed: BoxedHive, container: str, text: str) -> list[str]:
-    """Every file in the container holding `text` (/proc, /sys and /dev left out)."""
-    script = (
-        "find / \\( -path /proc -o -path /sys -o -path /dev \\) -prune"
-        f" -o -type f -exec grep -lF -- {text} {{}} +"
-    )
-    out = boxed.in_container(container, script)
-    assert out.returncode in (0, 1), out.stderr
-    return out.stdout.split()
+        assert boxed.find_text(MANAGER, f"secret-{name}") == []
+        assert boxed.find_text(MANAGER, f"note-{name}") == [f"/notes/{name}/note"]
 
 
 def test_stop_start_rebuild_and_destroy(boxed: BoxedHive, hyperhive_flake: str) -> None:
