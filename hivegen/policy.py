@@ -54,10 +54,11 @@ let
     else if v ? follows then "follows " + text v.follows
     else builtins.concatStringsSep " "
       (map (f: f + "=" + text v.${f}) (builtins.filter (f: v ? ${f}) fields));
+  inputs = if builtins.isAttrs flake && flake ? inputs && builtins.isAttrs flake.inputs
+    then flake.inputs else { };
 in
-  if builtins.isAttrs flake && flake ? inputs && builtins.isAttrs flake.inputs
-  then builtins.mapAttrs (name: describe) flake.inputs
-  else { }
+  if NAMES_ONLY then builtins.mapAttrs (name: v: "(unreadable)") inputs
+  else builtins.mapAttrs (name: describe) inputs
 """
 
 
@@ -220,9 +221,18 @@ def flake_report(agent: str, tree: Path, *, has_lock: bool) -> FlakeReport:
 
 
 def read_inputs(tree: Path) -> tuple[tuple[tuple[str, str], ...], str]:
-    """`inputs` of `tree/flake.nix` as (name, description) pairs, or an error text."""
+    """`inputs` of `tree/flake.nix` as (name, description) pairs, and an error text when
+    they could not all be read (then only their names, if even those can be)."""
+    described, error = _eval_inputs(tree, names_only=False)
+    if not error:
+        return described, ""
+    names, _ = _eval_inputs(tree, names_only=True)
+    return names, error
+
+
+def _eval_inputs(tree: Path, *, names_only: bool) -> tuple[tuple[tuple[str, str], ...], str]:
     expr = tree / ".hivegen-inputs.nix"
-    expr.write_text(_INPUTS_NIX)
+    expr.write_text(_INPUTS_NIX.replace("NAMES_ONLY", "true" if names_only else "false"))
     argv = [
         "nix-instantiate",
         "--eval",

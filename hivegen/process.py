@@ -110,9 +110,6 @@ def run(argv: Sequence[str], opts: RunOpts | None = None) -> CmdOut:
             stdin=subprocess.PIPE if opts.input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
         )
     except FileNotFoundError as exc:
         raise HivegenError(
@@ -123,7 +120,8 @@ def run(argv: Sequence[str], opts: RunOpts | None = None) -> CmdOut:
 
     try:
         if opts.on_stderr_line is None:
-            stdout, stderr = proc.communicate(opts.input, timeout=opts.timeout)
+            raw_out, raw_err = proc.communicate(_encode(opts.input), timeout=opts.timeout)
+            stdout, stderr = _decode(raw_out), _text_lines(_decode(raw_err))
         else:
             stdout, stderr = _communicate_streaming(
                 proc, opts.input, opts.on_stderr_line, opts.timeout
@@ -144,8 +142,23 @@ def run(argv: Sequence[str], opts: RunOpts | None = None) -> CmdOut:
     return out
 
 
+def _encode(text: str | None) -> bytes | None:
+    return None if text is None else text.encode("utf-8", errors="surrogateescape")
+
+
+def _decode(data: bytes) -> str:
+    # Bytes, not text mode: text mode turns every "\r" into "\n", and stdout (a commit
+    # subject, a file in a diff) must reach --json exactly as git holds it.
+    return data.decode("utf-8", errors="replace")
+
+
+def _text_lines(text: str) -> str:
+    """stderr is for people: "\r" progress updates become lines of their own."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _communicate_streaming(
-    proc: subprocess.Popen[str],
+    proc: subprocess.Popen[bytes],
     input_text: str | None,
     on_line: Callable[[str], None],
     timeout: float | None,
@@ -153,14 +166,14 @@ def _communicate_streaming(
     assert proc.stdout is not None
     assert proc.stderr is not None
     stderr_lines: deque[str] = deque()
-    stdout_chunks: list[str] = []
+    stdout_chunks: list[bytes] = []
 
     def pump_stderr() -> None:
         assert proc.stderr is not None
-        for line in proc.stderr:
-            stripped = line.rstrip("\n")
-            stderr_lines.append(stripped)
-            on_line(stripped)
+        for raw in proc.stderr:
+            for line in _text_lines(_decode(raw)).rstrip("\n").split("\n"):
+                stderr_lines.append(line)
+                on_line(line)
 
     def pump_stdout() -> None:
         assert proc.stdout is not None
@@ -174,10 +187,10 @@ def _communicate_streaming(
         thread.start()
     if proc.stdin is not None:
         if input_text:
-            proc.stdin.write(input_text)
+            proc.stdin.write(_encode(input_text) or b"")
         proc.stdin.close()
     proc.wait(timeout=timeout)
     for thread in threads:
         thread.join()
     stderr = "\n".join(stderr_lines)
-    return "".join(stdout_chunks), stderr + ("\n" if stderr else "")
+    return _decode(b"".join(stdout_chunks)), stderr + ("\n" if stderr else "")

@@ -16,7 +16,7 @@ from hivegen.cli import main
 from hivegen.config import Config, load_config
 from hivegen.hive import Hive
 from hivegen.proposals import Proposals
-from hivegen.render import MetaModel, render_meta
+from hivegen.render import MetaModel, render_agent_repo, render_meta
 from tests.conftest import commit_dir, git, sim_config
 
 CORPUS: list[dict[str, Any]] = json.loads(
@@ -85,10 +85,18 @@ def write_case_config(world: Path, case: dict[str, Any]) -> Path:
     return path
 
 
+# Values given to hivegen directly; what a manager's commit brings is tested further down.
+DIRECT_KINDS = ("agent-name", "config", "revision", "note", "id")
+
+
+def is_direct(case: dict[str, Any]) -> bool:
+    return case["kind"] in DIRECT_KINDS and (case["kind"] != "note" or not case["legal"])
+
+
 @pytest.mark.parametrize(
     "case",
-    [c for c in CORPUS if c["kind"] != "note" or not c["legal"]],
-    ids=[case_id(i, c) for i, c in enumerate(CORPUS) if c["kind"] != "note" or not c["legal"]],
+    [c for c in CORPUS if is_direct(c)],
+    ids=[case_id(i, c) for i, c in enumerate(CORPUS) if is_direct(c)],
 )
 def test_hostile_input(  # noqa: PLR0912 -- one branch per kind of input keeps cases together
     case: dict[str, Any], world: Path, capsys: pytest.CaptureFixture[str]
@@ -165,7 +173,16 @@ def test_hostile_input(  # noqa: PLR0912 -- one branch per kind of input keeps c
 def test_corpus_is_large_and_varied() -> None:
     assert len(CORPUS) >= 200
     kinds = {c["kind"] for c in CORPUS}
-    assert kinds == {"agent-name", "config", "revision", "note", "id"}
+    assert kinds == {
+        "agent-name",
+        "config",
+        "revision",
+        "note",
+        "id",
+        "flake-input",
+        "flake-input-attrs",
+        "commit-subject",
+    }
 
 
 def test_legal_hostile_strings_evaluate_back(tmp_path: Path) -> None:
@@ -237,3 +254,98 @@ def test_legal_hostile_notes_are_kept_verbatim(tmp_path: Path, hyperhive_flake: 
         tag = git(hive.layout.applied("alice"), "cat-file", "tag", f"denied/{index}")
         body = tag.split("\n\n", 1)[1] if "\n\n" in tag else ""
         assert body.strip() == note.strip()  # verbatim: no line stripped or rewrapped
+
+
+# -- what a manager's commit brings (Security II) ------------------------------------------
+
+FLAKE_KINDS = ("flake-input", "flake-input-attrs")
+
+
+@pytest.fixture(scope="module")
+def proposing(tmp_path_factory: pytest.TempPathFactory, hyperhive_flake: str) -> Hive:
+    top = tmp_path_factory.mktemp("hostile-propose")
+    hive = Hive(load_config(sim_config(top, hyperhive_flake)))
+    hive.spawn("alice")
+    return hive
+
+
+def flake_with_input(case: dict[str, Any]) -> str:
+    value = case["value"]
+    expr = json.dumps(value) if case["kind"] == "flake-input" else value
+    return (
+        "{\n"
+        f"  inputs.extra = {expr};\n"
+        "  outputs = inputs: { nixosModules.default = import ./agent.nix; };\n"
+        "}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CORPUS if c["kind"] in FLAKE_KINDS],
+    ids=[case_id(i, c) for i, c in enumerate(CORPUS) if c["kind"] in FLAKE_KINDS],
+)
+def test_hostile_flake_input(
+    case: dict[str, Any], proposing: Hive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hive = proposing
+    assert hive.config.source is not None
+    argv = ["--config", str(hive.config.source), "propose", "alice"]
+    proposed = hive.layout.proposed("alice")
+    (proposed / "flake.nix").write_text(flake_with_input(case))
+    sha = commit_dir(proposed, f"input {case['kind']}")
+    applied = hive.layout.applied("alice")
+    tags_before = git(applied, "tag", "--list")
+    # Without the operator's flag every new input is refused, and named.
+    code, _, err = run([*argv, sha], capsys)
+    assert code == 2, err
+    assert "refused by the flake policy" in err
+    assert "input extra: " in err
+    assert git(applied, "tag", "--list") == tags_before
+    code, out, err = run([*argv, sha, "--allow-flake-inputs"], capsys)
+    if case["legal"]:
+        assert code == 0, err
+        Proposals(hive).deny(int(out.strip()))
+    else:
+        assert code == 2, err
+        assert "refused even with --allow-flake-inputs" in err
+        assert git(applied, "tag", "--list") == tags_before
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CORPUS if c["kind"] == "commit-subject"],
+    ids=[case_id(i, c) for i, c in enumerate(CORPUS) if c["kind"] == "commit-subject"],
+)
+def test_hostile_commit_subject(
+    case: dict[str, Any], proposing: Hive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hive = proposing
+    assert hive.config.source is not None
+    base = ["--config", str(hive.config.source)]
+    proposed = hive.layout.proposed("alice")
+    (proposed / "flake.nix").write_text(render_agent_repo("alice")["flake.nix"])
+    (proposed / "agent.nix").write_text(f"{{ ... }}: {{ }}  # {len(case['value'])}\n")
+    sha = commit_dir(proposed, case["value"])
+    code, out, err = run([*base, "propose", "alice", sha], capsys)
+    assert code == 0, err
+    proposal_id = int(out.strip())
+    for args in (
+        ["pending"],
+        ["history", "alice"],
+        ["diff", str(proposal_id), "--color", "always"],
+    ):
+        code, out, err = run([*base, *args], capsys)
+        assert code == 0, err
+        shown = out + err
+        for char in shown:
+            # hivegen's own colour escapes (ESC [ ... m) are allowed in diff --color.
+            if char == "\x1b" and args[0] == "diff":
+                continue
+            assert not (ord(char) < 0x20 and char not in "\n\t"), (args, repr(char))
+            assert not (0x7F <= ord(char) <= 0x9F), (args, repr(char))
+            assert char not in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069", args
+    code, out, _ = run([*base, "pending", "--json"], capsys)
+    subjects = {e["id"]: e["subject"] for e in json.loads(out)}
+    assert subjects[proposal_id] == case["value"]  # exact, a lone "\r" included
+    Proposals(hive).deny(proposal_id)

@@ -109,10 +109,6 @@ def test_pending_json_is_the_exact_subject(
     assert entry["subject"].startswith(f"tune alice {HOSTILE} safe")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hivegen.process reads git's output with universal newlines: \\r becomes \\n",
-)
 def test_pending_json_keeps_carriage_return(
     hostile: HostileHive, capsys: pytest.CaptureFixture[str]
 ) -> None:

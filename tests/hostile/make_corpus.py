@@ -267,6 +267,69 @@ BAD_IDS = ["abc", "-x", "1e3", "0x10", "", " ", "1;rm", "1.0", "one", "--", "1 2
 MISSING_IDS = ["0", "99999", "-1"]
 
 
+# Flake inputs a manager's flake.nix may bring (Security II). With --allow-flake-inputs
+# the legal ones are accepted; one that reads the host's filesystem never is. Without
+# the flag every one of them is refused. "attrs" cases are Nix attribute sets.
+BAD_FLAKE_INPUTS = [
+    "path:/",
+    "path:/etc",
+    "path:/var/lib/hyperhive/credentials",
+    "path:.",
+    "path:./sub",
+    "PATH:/etc",
+    "/etc",
+    "/",
+    "./secrets",
+    "../../credentials",
+    "~/.ssh",
+    "file:///etc/shadow",
+    "file:/etc/shadow",
+    "git+file:///root/.password-store",
+    "git+file:/var/lib/hyperhive/applied/bob",
+    "git+FILE:///x",
+    "hg+file:///srv/repo",
+    "tarball+file:///tmp/x.tar.gz",
+]
+BAD_FLAKE_INPUT_ATTRS = [
+    '{ type = "path"; path = "/etc"; }',
+    '{ type = "git"; url = "file:///root/repo"; }',
+    '{ type = "tarball"; url = "file:///tmp/x.tgz"; }',
+    '{ path = "/"; }',
+    # Not readable without evaluating far more than the inputs: refused, not guessed.
+    '(throw "no")',
+    "(let f = x: f x; in f 1)",
+    "(builtins.readFile /etc/hostname)",
+]
+GOOD_FLAKE_INPUTS = [
+    "github:NixOS/nixpkgs/nixos-24.05",
+    "github:example/tools?dir=sub",
+    "gitlab:group/project",
+    "sourcehut:~user/repo",
+    "git+https://example.org/repo.git?ref=main",
+    "git+ssh://git@example.org/repo.git",
+    "https://example.org/archive.tar.gz",
+    "flake:nixpkgs",
+]
+GOOD_FLAKE_INPUT_ATTRS = [
+    '{ type = "file"; url = "https://example.org/x"; }',
+    '{ type = "github"; owner = "NixOS"; repo = "nixpkgs"; }',
+    '{ url = "github:example/tools"; flake = false; }',
+    '{ follows = "hyperhive"; }',
+]
+# Commit subjects that try to drive the operator's terminal: shown escaped on a TTY,
+# kept exactly in --json.
+HOSTILE_SUBJECTS = [
+    "\x1b]52;c;aGVsbG8=\x07clipboard",
+    "\x1b[2J\x1b[Hcleared",
+    "fine\rFORGED",
+    "\u202eevil\u202c",
+    "\x1b]8;;https://evil.example/\x1b\\link\x1b]8;;\x1b\\",
+    "\x9b31mC1 CSI",
+    "\u2066isolate\u2069 \u200fmark",
+    "bell\x07 and del\x7f",
+]
+
+
 def cases() -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     out += [{"kind": "agent-name", "value": v, "legal": False} for v in BAD_NAMES]
@@ -321,6 +384,15 @@ def cases() -> list[dict[str, object]]:
     out += [{"kind": "note", "value": v, "legal": False} for v in BAD_NOTES]
     out += [{"kind": "note", "value": v, "legal": True} for v in GOOD_NOTES]
     out += [{"kind": "id", "value": v, "legal": False} for v in BAD_IDS + MISSING_IDS]
+    out += [{"kind": "flake-input", "value": v, "legal": False} for v in BAD_FLAKE_INPUTS]
+    out += [{"kind": "flake-input", "value": v, "legal": True} for v in GOOD_FLAKE_INPUTS]
+    out += [
+        {"kind": "flake-input-attrs", "value": v, "legal": False} for v in BAD_FLAKE_INPUT_ATTRS
+    ]
+    out += [
+        {"kind": "flake-input-attrs", "value": v, "legal": True} for v in GOOD_FLAKE_INPUT_ATTRS
+    ]
+    out += [{"kind": "commit-subject", "value": v, "legal": True} for v in HOSTILE_SUBJECTS]
     return out
 
 
