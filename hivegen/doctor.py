@@ -6,6 +6,7 @@ interrupted approve, re-syncs the meta flake, rewrites confs and drop-ins, and c
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import assert_never
 
 from hivegen import meta as meta_mod
-from hivegen import nspawn, pathcheck, registry, safepath
+from hivegen import nspawn, pathcheck, registry, safepath, snapshot
 from hivegen.hive import Hive
 from hivegen.names import AGENT_PREFIX, AgentSpec
 from hivegen.proposals import Proposals
@@ -180,7 +181,7 @@ class Doctor:
         found = []
         git = self.hive.git
         proposed = self.layout.proposed(name)
-        if not registry.has_ref(proposed / ".git", MAIN):
+        if not _proposed_has_main(self.layout.root, name):
             found.append(
                 Finding(
                     Check.PROPOSED_REPO,
@@ -455,6 +456,20 @@ class Doctor:
                 )
             )
         return found
+
+
+def _proposed_has_main(root: Path, name: str) -> bool:
+    """Read through directory fds, never a link (an unsafe path is reported as such)."""
+    try:
+        fd = snapshot.open_proposed_git(root, name)
+    except (safepath.UnsafePath, OSError):
+        return False
+    try:
+        return snapshot.read_main(fd, root / snapshot.proposed_git_rel(name)) is not None
+    except snapshot.HostileRepo:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _leftover_agent(name: str) -> str | None:
