@@ -145,11 +145,15 @@ def seed_applied(config: Config, git: Git, name: str) -> bool:
         shutil.rmtree(staging)  # left by an interrupted seed: ours, and never published
     staging.mkdir(mode=0o755)
     git.init(staging)
-    with snapshot.snapshot(config.layout.root, git, name) as snap:
-        if snap.main is None:
-            raise HivegenError(f"proposed repo {proposed} has no commit on main to seed from")
-        fetch_commit(git, staging, snap, snap.main, MAIN, update_head=True)
-    policy.check_commit(git, staging, name, MAIN)
+    try:
+        with snapshot.snapshot(config.layout.root, git, name) as snap:
+            if snap.main is None:
+                raise HivegenError(f"proposed repo {proposed} has no commit on main to seed from")
+            fetch_commit(git, staging, snap, snap.main, MAIN, update_head=True)
+        policy.check_commit(git, staging, name, MAIN)
+    except HivegenError:
+        shutil.rmtree(staging)  # ours, never published: a refused seed leaves nothing
+        raise
     check_out_main(git, staging)
     git.tag(staging, "deployed/0", MAIN)
     staging.rename(applied)

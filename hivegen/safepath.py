@@ -145,6 +145,7 @@ def open_dir(
         for index, name in enumerate(parts):
             here = here / name
             last = index == len(parts) - 1
+            created = False
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
@@ -152,12 +153,7 @@ def open_dir(
                     raise UnsafePath(f"{here} does not exist") from None
                 os.mkdir(name, create_mode, dir_fd=fd)
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    os.chmod(name, create_mode, dir_fd=fd, follow_symlinks=False)
-                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode) and last and enforce_mode and create_mode is not None:
-                os.chmod(name, create_mode, dir_fd=fd, follow_symlinks=False)
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                created = True
             problem = dir_problem(st, fd, name, owned=index < owned)
             if problem is not None:
                 raise UnsafePath(
@@ -170,6 +166,10 @@ def open_dir(
             if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
                 os.close(child)  # swapped between the lstat and the open
                 raise UnsafePath(f"{here} changed while hivegen was checking it")
+            if create_mode is not None and (created or (last and enforce_mode)):
+                # Through the fd: exact (mkdir's mode is filtered by the umask), and the
+                # directory just checked, whatever its name points at by now.
+                os.fchmod(child, create_mode)
             os.close(fd)
             fd = child
     except BaseException:

@@ -281,3 +281,23 @@ def test_planted_config_never_runs_and_a_symlinked_config_is_never_written(
     assert git(proposed, "remote", "get-url", "applied") == "/applied/alice/.git"
     assert not marker.exists()
     assert not os.path.lexists(tmp_path / "missing-include")
+
+
+def test_a_repo_the_manager_made_for_a_new_agent_is_checked_like_a_proposal(
+    hive: Hive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The manager can create agents/<n>/config before the operator spawns <n>: the first
+    # spawn seeds the applied repo from it, so the same policy applies.
+    repo = hive.layout.proposed("carol")
+    repo.mkdir(parents=True)
+    (repo / "agent.nix").write_text("{ ... }: { }\n")
+    (repo / "flake.nix").write_text(FLAKE_WITH_INPUTS)
+    commit_dir(repo, "ready for carol")
+    capsys.readouterr()
+    assert main(["--config", config_path(hive), "spawn", "carol"]) == 2
+    err = capsys.readouterr().err
+    assert "refused by the flake policy" in err
+    assert "input secrets: path:/etc" in err
+    assert not hive.layout.applied("carol").exists()
+    assert "carol" not in {s.name for s in hive.status()}
+    assert not (hive.layout.applied_root / ".seeding-carol").exists()
