@@ -11,12 +11,14 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from hivegen import fsutil, process
 from hivegen.config import Config, HostRuntime
 from hivegen.git import CHILD_GIT_ENV
 
 NIXOS_CONTAINER = "nixos-container"
+NATIVE_PROFILES = Path("/nix/var/nix/profiles/per-container")
 SYSTEMCTL = "systemctl"
 SHOW_PROPERTIES = ("Id", "ActiveState", "SubState", "MainPID")
 
@@ -43,6 +45,14 @@ class UnitState:
     @property
     def running(self) -> bool:
         return self.active in (ActiveState.ACTIVE, ActiveState.RELOADING)
+
+
+FLAKES = "extra-experimental-features = nix-command flakes"
+
+
+def nix_config_with_flakes(current: str | None) -> str:
+    """The caller's NIX_CONFIG with flakes enabled (appended: every other line kept)."""
+    return f"{current}\n{FLAKES}" if current else FLAKES
 
 
 def unit_name(container: str) -> str:
@@ -73,10 +83,13 @@ class Host:
         self.env = self._child_env()
 
     def _child_env(self) -> Mapping[str, str | None]:
-        # nixos-container builds with nix, whose git fetcher runs git in the applied repos.
+        # nixos-container builds with nix, whose git fetcher runs git in the applied repos,
+        # and runs plain `nix build <flake>#…`: flakes must be enabled for it even on a
+        # host whose nix.conf does not (NIX_CONFIG adds to nix.conf, it replaces nothing).
+        base = {**CHILD_GIT_ENV, "NIX_CONFIG": nix_config_with_flakes(os.environ.get("NIX_CONFIG"))}
         match self.config.host.runtime:
             case HostRuntime.NATIVE:
-                return CHILD_GIT_ENV
+                return base
             case HostRuntime.SIMULATED:
                 from hivegen import simhost
 
@@ -86,7 +99,7 @@ class Host:
                     root, self.config.host.containers_conf_dir, self.config.host.systemd_dir
                 )
                 env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
-                return {**CHILD_GIT_ENV, **env}
+                return {**base, **env}
 
     def _run(
         self, argv: list[str], container: str | None = None, check: bool = True
@@ -136,6 +149,19 @@ class Host:
         except FileNotFoundError:
             return []
         return sorted(p.name[: -len(".conf")] for p in entries if p.name.endswith(".conf"))
+
+    def profile(self, container: str) -> Path:
+        """The profile nixos-container sets, whose target is the container's system."""
+        match self.config.host.runtime:
+            case HostRuntime.NATIVE:
+                base = NATIVE_PROFILES
+            case HostRuntime.SIMULATED:
+                base = self.config.host.simulated_root / "profiles" / "per-container"
+        return base / container / "system"
+
+    def has_profile(self, container: str) -> bool:
+        # A dangling link (its system garbage-collected) cannot boot either.
+        return self.profile(container).exists()
 
     def conf_exists(self, container: str) -> bool:
         return (self.config.host.containers_conf_dir / f"{container}.conf").is_file()

@@ -248,6 +248,15 @@ class Hive:
             steps.append(f"restarted {spec.container} to apply them")
         return steps
 
+    def start_container(self, spec: AgentSpec) -> None:
+        """`nixos-container start`, with the container's system built first if its
+        profile is missing (a create that failed mid-build): otherwise the unit's start
+        script runs `nixos-container update <c>` itself, which rebuilds the conf's
+        `FLAKE=` with the attribute "container", which the meta flake does not have."""
+        if not self.host.has_profile(spec.container):
+            self.host.update(spec.container, self.host.flake_ref(spec.name))
+        self.host.start(spec.container)
+
     def _restart_mark(self, spec: AgentSpec) -> Path:
         return self.layout.applied(spec.name) / ".git" / RESTART_PENDING
 
@@ -256,7 +265,7 @@ class Hive:
         fsutil.write_atomic(self._restart_mark(spec), "")
         if self.host.unit_state(spec.container).running:
             self.host.stop(spec.container)
-        self.host.start(spec.container)
+        self.start_container(spec)
         self._restart_mark(spec).unlink(missing_ok=True)
 
     def restart_pending(self, spec: AgentSpec) -> bool:
@@ -268,7 +277,7 @@ class Hive:
             return False
         if not self.host.unit_state(spec.container).running:
             self.verify_binds(spec)
-            self.host.start(spec.container)
+            self.start_container(spec)
         self._restart_mark(spec).unlink(missing_ok=True)
         return True
 
@@ -328,7 +337,7 @@ class Hive:
             if self._write_host_files(spec):
                 steps.append("wrote nspawn flags and limits")
             if not self.host.unit_state(spec.container).running:
-                self.host.start(spec.container)
+                self.start_container(spec)
                 steps.append(f"started {spec.container}")
         return StepLog(tuple(steps))
 
@@ -343,7 +352,7 @@ class Hive:
             self.check_port(spec, running_only=True)
             self._ensure_dirs(spec)
             self._write_host_files(spec)
-            self.host.start(spec.container)
+            self.start_container(spec)
         return StepLog((f"started {spec.container}",))
 
     def stop(self, name: str) -> StepLog:
@@ -416,6 +425,16 @@ class Hive:
             known = name in scan.registered or name in scan.tombstones
             if not known and not (purge and self._has_leftovers(spec)):
                 raise HivegenError(f"no agent named {name!r}", hint="hivegen list shows the hive")
+            conf = nspawn.conf_path(self.config, spec.container)
+            nspawn.refuse_declarative(conf, spec.container)
+            # Stopped first: nixos-container destroys a running one with `machinectl
+            # terminate`, which races the unit's Restart=on-failure.
+            if (
+                self.host.conf_exists(spec.container)
+                and self.host.unit_state(spec.container).running
+            ):
+                self.host.stop(spec.container)
+                steps.append(f"stopped {spec.container}")
             self.host.destroy(spec.container)
             steps.append(f"destroyed container {spec.container}")
             if nspawn.remove_dropin(self.config, spec.container) or nspawn.reload_pending(

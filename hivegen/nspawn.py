@@ -12,6 +12,7 @@ is what was checked.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -32,8 +33,11 @@ MANAGER_META_MOUNT = "/meta"
 MANAGER_NOTES_ROOT_MOUNT = "/notes"
 
 # Lines hivegen owns in the conf; every other line is kept, in order. A non-empty
-# address makes the start script add --network-veth, which would hide the agent's
-# web UI port from the host: the agents share the host's network namespace.
+# address (or LOCAL_MAC_ADDRESS) makes the start script add --network-veth, which would
+# hide the agent's web UI port from the host: the agents share the host's network
+# namespace. The start script runs under `set -o nounset` and tests "$COPY_RESOLV_CONF",
+# which `nixos-container create` never writes: without it the unit fails to start
+# ("unbound variable"). Sharing the host's network, a container uses its resolvers.
 OWNED_KEYS = (
     "EXTRA_NSPAWN_FLAGS",
     "PRIVATE_NETWORK",
@@ -42,6 +46,8 @@ OWNED_KEYS = (
     "HOST_ADDRESS6",
     "LOCAL_ADDRESS6",
     "HOST_BRIDGE",
+    "LOCAL_MAC_ADDRESS",
+    "COPY_RESOLV_CONF",
 )
 # Marks a drop-in written but not yet loaded by `systemctl daemon-reload` (an interrupted
 # run must reload on its next try even though the file is unchanged by then).
@@ -133,6 +139,8 @@ def rewrite_conf(original: str, flags: str) -> str:
         "HOST_ADDRESS6=",
         "LOCAL_ADDRESS6=",
         "HOST_BRIDGE=",
+        "LOCAL_MAC_ADDRESS=",
+        "COPY_RESOLV_CONF=1",
         f'EXTRA_NSPAWN_FLAGS="{flags}"',
     ]
     return "\n".join([*kept, *owned]) + "\n"
@@ -142,13 +150,30 @@ def conf_path(config: Config, container: str) -> Path:
     return config.host.containers_conf_dir / f"{container}.conf"
 
 
+def is_declarative(path: Path) -> bool:
+    """A conf NixOS generates (`containers.<name>` in configuration.nix): a link into
+    /etc/static, not writable. hivegen never rewrites, starts or destroys such a one."""
+    return path.is_symlink() or (path.exists() and not os.access(path, os.W_OK))
+
+
+def refuse_declarative(path: Path, container: str) -> None:
+    if is_declarative(path):
+        raise HivegenError(
+            f"container {container} is declarative ({path} is managed by NixOS): "
+            "hivegen does not manage it",
+            hint="choose another agent name, or remove containers."
+            f"{container} from configuration.nix",
+        )
+
+
 def write_conf(config: Config, spec: AgentSpec) -> bool:
     """Rewrite the container's conf; True if it changed. The container must exist.
 
     Every bind source is checked first: an unsafe one leaves the conf untouched.
     """
-    verify_binds(config, spec)
     path = conf_path(config, spec.container)
+    refuse_declarative(path, spec.container)
+    verify_binds(config, spec)
     try:
         original = path.read_text()
     except FileNotFoundError:

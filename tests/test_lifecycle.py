@@ -260,8 +260,10 @@ def test_a_unit_that_failed_to_start_shows_as_failed(hive: Hive) -> None:
     profile = hive.config.host.simulated_root / "profiles/per-container/h-alice"
     for link in profile.iterdir():
         link.unlink()
+    # `nixos-container start` itself (hivegen's start would build the profile first): the
+    # unit's script runs `nixos-container update`, which builds attr "container" and fails.
     with pytest.raises(HivegenError, match="start"):
-        hive.start("alice")
+        hive.host.start("h-alice")
     assert states(hive)["alice"] is AgentState.FAILED
 
 

@@ -136,8 +136,15 @@ def q(name: str) -> str:
     return f"{nixos_container.LQ}{name}{nixos_container.RQ}"
 
 
+def startable(sim: Sim, name: str) -> None:
+    """Add what `create` never writes and the strict start script needs (hivegen owns it)."""
+    with sim.conf(name).open("a") as conf:
+        conf.write("COPY_RESOLV_CONF=0\n")
+
+
 def create(sim: Sim, name: str, system: str) -> None:
     sim.ok("nixos-container", "create", name, "--system-path", system)
+    startable(sim, name)
 
 
 # -- install and environment ---------------------------------------------------------------
@@ -268,6 +275,7 @@ def test_failed_build_leaves_the_conf_and_update_retries(
 
 def test_update_reloads_a_running_container_keeping_its_pid(sim: Sim, flake: Path) -> None:
     sim.ok("nixos-container", "create", "web", "--flake", f"{flake}#foo")
+    startable(sim, "web")
     sim.ok("nixos-container", "start", "web")
     before = sim.show("web")
     out = sim.nc("update", "web", "--flake", f"{flake}#foo2")
@@ -283,6 +291,32 @@ def test_update_reloads_a_running_container_keeping_its_pid(sim: Sim, flake: Pat
     restarted = sim.show("web")
     assert restarted["MainPID"] != after["MainPID"]
     assert restarted["SimSystem"] == after["SimSystem"]
+
+
+def test_a_conf_as_create_writes_it_does_not_start(sim: Sim, foo_system: str) -> None:
+    # The unit's script runs under `set -o nounset` and tests "$COPY_RESOLV_CONF".
+    sim.ok("nixos-container", "create", "raw", "--system-path", foo_system)
+    out = sim.nc("start", "raw")
+    assert out.returncode == 1
+    assert out.stderr.endswith(": failed to start container\n")
+    assert sim.show("raw")["ActiveState"] == "failed"
+    startable(sim, "raw")
+    sim.ok("nixos-container", "start", "raw")
+    assert sim.show("raw")["ActiveState"] == "active"
+
+
+def test_start_builds_a_missing_profile_from_flake_with_the_default_attr(
+    sim: Sim, flake: Path, tmp_path: Path
+) -> None:
+    # `create` records FLAKE= without the attr; a start with no profile runs
+    # `nixos-container update <c>` itself, which builds attr "container": not ours.
+    repo = tmp_path / "flake"
+    shutil.copytree(flake, repo, symlinks=True)
+    assert sim.nc("create", "api", "--flake", f"{repo}#bad").returncode == 1
+    startable(sim, "api")
+    out = sim.nc("start", "api")
+    assert out.returncode == 1
+    assert ["nixos-container", "update", "api"] in sim.log()
 
 
 def test_destroy_removes_everything_and_ignores_unknown_containers(
@@ -319,6 +353,8 @@ def test_concurrent_creates_and_starts_do_not_collide(sim: Sim, foo_system: str)
     all_ok([["nixos-container", "create", n, "--system-path", foo_system] for n in names])
     addresses = {parse_env_file(sim.conf(n).read_text())["HOST_ADDRESS"] for n in names}
     assert len(addresses) == len(names)
+    for name in names:
+        startable(sim, name)
     all_ok([["systemctl", "start", f"container@{n}"] for n in names])
     pids = {sim.show(n)["MainPID"] for n in names}
     assert len(pids) == len(names)

@@ -45,7 +45,9 @@ from hivegen.simhost.state import (
     set_profile,
 )
 
-NIX = ("nix", "--extra-experimental-features", "nix-command flakes")
+# The real script runs plain `nix build`: flakes work only if the caller's nix.conf or
+# NIX_CONFIG enables them (hivegen passes NIX_CONFIG itself; see containers.py).
+NIX = ("nix",)
 SYSTEMCTL = "systemctl"
 MAX_NAME_LENGTH = 11
 DEFAULT_FLAKE_ATTR = "container"

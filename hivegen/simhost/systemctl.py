@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -289,9 +290,21 @@ def _launch(host: Host, container: str) -> tuple[str | None, Unit | None]:
     except FileNotFoundError:
         return f"{conf_path} does not exist", None
     env = parse_env_file(conf_text)
+    # The unit's script runs with strict shell checks (`set -o nounset`): the real one
+    # tests "$COPY_RESOLV_CONF", which `nixos-container create` never writes.
+    if "COPY_RESOLV_CONF" not in env:
+        return "container-start: line 24: COPY_RESOLV_CONF: unbound variable", None
     root = host.container_root(container)
     _make_container_root(root)
     host.profile_dir(container).mkdir(parents=True, exist_ok=True)
+    if env.get("FLAKE") and not os.path.lexists(host.profile(container)):
+        # As the start script does: `nixos-container update <c>`, which rebuilds the
+        # recorded FLAKE= with the default attribute ("container").
+        # The simulated tool, found on PATH as the unit finds the real one.
+        argv = ["nixos-container", "update", container]
+        update = subprocess.run(argv, check=False)
+        if update.returncode != 0:
+            return f"nixos-container update {container} exited {update.returncode}", None
     system = _system_of(host, container, env)
     if system is None:
         return f"no system to boot: {host.profile(container)} does not resolve", None

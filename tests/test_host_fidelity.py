@@ -1,0 +1,124 @@
+"""What nixos-container.pl and container@.service really do, and hivegen's answer to each
+(issue "Real-host fidelity"), on the simulated host that keeps their contract."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hivegen import nspawn
+from hivegen.cli import main
+from hivegen.config import load_config
+from hivegen.errors import HivegenError
+from hivegen.hive import AgentState, Hive
+from hivegen.simhost.state import parse_env_file
+from tests.conftest import sim_config
+
+
+@pytest.fixture
+def hive(tmp_path: Path, hyperhive_flake: str) -> Hive:
+    hive = Hive(load_config(sim_config(tmp_path, hyperhive_flake)))
+    hive.spawn("alice")
+    return hive
+
+
+def log(hive: Hive) -> list[list[str]]:
+    path = hive.config.host.simulated_root / "log"
+    return [shlex.split(line) for line in path.read_text().splitlines()]
+
+
+def state(hive: Hive, name: str) -> AgentState:
+    return {s.name: s.state for s in hive.status()}[name]
+
+
+def without_flakes() -> str:
+    current = os.environ["NIX_CONFIG"]
+    return "\n".join(x for x in current.splitlines() if "experimental-features" not in x)
+
+
+def test_flakes_are_enabled_for_nixos_containers_own_build(
+    tmp_path: Path, hyperhive_flake: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host whose nix.conf lacks `nix-command flakes`: the script's plain `nix build`
+    # of `<flake>#nixosConfigurations…` fails unless hivegen enables them.
+    monkeypatch.setenv("NIX_CONFIG", without_flakes())
+    hive = Hive(load_config(sim_config(tmp_path, hyperhive_flake)))
+    env = {k: v for k, v in hive.host.env.items() if v is not None}
+    assert "extra-experimental-features = nix-command flakes" in env["NIX_CONFIG"]
+    bare = {**os.environ, **env, "NIX_CONFIG": without_flakes()}
+    out = subprocess.run(
+        ["nixos-container", "create", "h-probe", "--flake", f"{hyperhive_flake}#agent-base"],
+        env=bare,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert "experimental Nix feature 'nix-command' is disabled" in out.stderr
+    hive.spawn("alice")
+    assert state(hive, "alice") is AgentState.RUNNING
+
+
+def test_hivegen_owns_copy_resolv_conf_and_the_mac_address(hive: Hive) -> None:
+    path = nspawn.conf_path(hive.config, "h-alice")
+    conf = parse_env_file(path.read_text())
+    assert conf["COPY_RESOLV_CONF"] == "1"
+    assert conf["LOCAL_MAC_ADDRESS"] == ""  # a MAC would add --network-veth
+    # A conf as `create` leaves it does not start under the strict start script: hivegen
+    # writes the key before every start.
+    hive.stop("alice")
+    text = path.read_text()
+    path.write_text("".join(f"{x}\n" for x in text.splitlines() if "COPY_RESOLV_CONF" not in x))
+    hive.start("alice")
+    assert state(hive, "alice") is AgentState.RUNNING
+    assert "COPY_RESOLV_CONF=1" in path.read_text()
+
+
+def test_start_builds_a_missing_profile_with_the_agents_attribute(hive: Hive) -> None:
+    # A create that died mid-build leaves a conf with FLAKE=<meta> and no profile; the
+    # start script would then build attr "container", which the meta flake lacks.
+    hive.stop("alice")
+    profile = hive.host.profile("h-alice")
+    profile.unlink()
+    before = len(log(hive))
+    hive.start("alice")
+    calls = [c for c in log(hive)[before:] if c[0] == "nixos-container"]
+    update = ["nixos-container", "update", "h-alice", "--flake", f"{hive.layout.meta}#alice"]
+    assert calls[0] == update
+    assert ["nixos-container", "update", "h-alice"] not in calls  # the script's own
+    assert state(hive, "alice") is AgentState.RUNNING
+
+
+def test_destroy_stops_a_running_container_first(hive: Hive) -> None:
+    before = len(log(hive))
+    hive.destroy("alice")
+    calls = [c for c in log(hive)[before:] if c[0] == "nixos-container"]
+    assert calls[:2] == [
+        ["nixos-container", "stop", "h-alice"],
+        ["nixos-container", "destroy", "h-alice"],
+    ]
+
+
+def test_a_declarative_container_is_never_managed(
+    hive: Hive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # NixOS links a declarative container's conf from /etc/static: not writable.
+    static = tmp_path / "etc-static" / "h-bob.conf"
+    static.parent.mkdir()
+    static.write_text('FLAKE=/etc/nixos\nCOPY_RESOLV_CONF=1\nEXTRA_NSPAWN_FLAGS=""\n')
+    static.chmod(0o444)
+    conf = nspawn.conf_path(hive.config, "h-bob")
+    conf.symlink_to(static)
+    assert hive.config.source is not None
+    assert main(["--config", str(hive.config.source), "spawn", "bob"]) == 1
+    assert "h-bob exists but hivegen did not create it" in capsys.readouterr().err
+    rows = {s.container: s.state for s in hive.status()}
+    assert rows["h-bob"] is AgentState.FOREIGN
+    with pytest.raises(HivegenError, match="h-bob is declarative"):
+        nspawn.write_conf(hive.config, hive.spec("bob"))
+    assert conf.is_symlink()
+    assert static.read_text().startswith("FLAKE=/etc/nixos\n")
