@@ -159,6 +159,13 @@ class Host:
                 base = self.config.host.simulated_root / "profiles" / "per-container"
         return base / container / "system"
 
+    def system(self, container: str) -> Path | None:
+        """The system the container's profile points at now (what it boots), or None."""
+        try:
+            return self.profile(container).resolve(strict=True)
+        except (FileNotFoundError, RuntimeError):
+            return None
+
     def has_profile(self, container: str) -> bool:
         # A dangling link (its system garbage-collected) cannot boot either.
         return self.profile(container).exists()

@@ -17,6 +17,7 @@ from hivegen import policy, registry, snapshot
 from hivegen.errors import CommandError, HivegenError, UsageError
 from hivegen.git import validate_commit_ref
 from hivegen.hive import Hive
+from hivegen.names import AgentSpec
 from hivegen.nixlang import check_nix_string
 from hivegen.repos import check_out_main, fetch_commit
 from hivegen.store import Proposal, ProposalKind, ProposalStatus, Store
@@ -265,6 +266,7 @@ class Proposals:
         # Compare-and-swap: main moves only from the sha it had when we read it.
         git.run(applied, "update-ref", MAIN, sha, old_main)
         check_out_main(git, applied)
+        system_before = hive.host.system(spec.container)
         try:
             hive.meta.prepare(agent)
             hive.host.update(spec.container, hive.host.flake_ref(agent))
@@ -274,10 +276,11 @@ class Proposals:
             git.run(applied, "update-ref", MAIN, old_main, sha)
             check_out_main(git, applied)
             hive.meta.abort(agent)
+            put_back = self._put_back_system(spec, system_before, error)
             self.store.set_status(proposal.id, ProposalStatus.FAILED, error=error)
             raise BuildFailed(
-                f"proposal {proposal.id} ({agent} {sha[:12]}) failed to build; "
-                f"{agent} is back on {old_main[:12]}, as before:\n{error}",
+                f"proposal {proposal.id} ({agent} {sha[:12]}) failed to build or activate; "
+                f"{agent} is back on {old_main[:12]}, as before{put_back}:\n{error}",
                 hint=f"the error is kept in tag failed/{proposal.id}: hivegen history {agent}",
             ) from exc
         self._tag(agent, f"deployed/{proposal.id}", sha)
@@ -286,6 +289,26 @@ class Proposals:
         steps.append(f"deployed {sha[:12]} as deployed/{proposal.id}")
         steps += hive.apply_host_files(spec)
         return Deployment(self.store.get(proposal.id), sha, tuple(steps))
+
+    def _put_back_system(self, spec: AgentSpec, before: Path | None, error: str) -> str:
+        """After a failed update: if nixos-container had already moved the profile (the
+        build succeeded, the reload's `switch-to-configuration test` failed), rebuild
+        from the restored meta flake so the container runs, and boots, its old system.
+        That build is the old one, already in the store. Returns words for the message."""
+        host = self.hive.host
+        if host.system(spec.container) == before:
+            return ""
+        try:
+            host.update(spec.container, host.flake_ref(spec.name))
+        except HivegenError as exc:
+            raise HivegenError(
+                f"{spec.name}'s new system was installed but failed to activate "
+                f"({_headline(error)}), and putting the old one back failed too: "
+                f"{exc.message}",
+                hint=f"hivegen rebuild {spec.name} retries; git and the meta flake are "
+                "already back on the last deploy",
+            ) from exc
+        return " (its new system had been installed: the old one is back in place)"
 
     def last_deployed_sha(self, agent: str) -> str:
         """What the agent's applied main should be: its most recent deploy's commit."""

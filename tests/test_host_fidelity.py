@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from hivegen import nspawn
+from hivegen import nspawn, process
 from hivegen.cli import main
 from hivegen.config import load_config
 from hivegen.errors import HivegenError
 from hivegen.hive import AgentState, Hive
+from hivegen.proposals import BuildFailed, Proposals
 from hivegen.simhost.state import parse_env_file
-from tests.conftest import sim_config
+from hivegen.store import ProposalStatus
+from tests.conftest import commit_dir, sim_config
 
 
 @pytest.fixture
@@ -122,3 +124,34 @@ def test_a_declarative_container_is_never_managed(
         nspawn.write_conf(hive.config, hive.spec("bob"))
     assert conf.is_symlink()
     assert static.read_text().startswith("FLAKE=/etc/nixos\n")
+
+
+def running_system(hive: Hive, container: str) -> str:
+    out = process.run(
+        ["systemctl", "show", f"container@{container}.service", "-p", "SimSystem"],
+        process.RunOpts(env=hive.host.env),
+    )
+    return out.stdout.strip().split("=", 1)[1]
+
+
+def test_an_update_that_fails_after_moving_the_profile_is_put_back(hive: Hive) -> None:
+    # `update` builds, sets the profile, then reloads (`switch-to-configuration test`): a
+    # reload that fails leaves the new system installed, and the next boot would run it.
+    proposals = Proposals(hive)
+    before = hive.host.system("h-alice")
+    running = running_system(hive, "h-alice")
+    assert running == str(before)
+    proposed = hive.layout.proposed("alice")
+    (proposed / "agent.nix").write_text(
+        '{ ... }: { environment.variables.SIMHOST_ACTIVATION = "fail"; }\n'
+    )
+    proposal = proposals.propose("alice", commit_dir(proposed, "does not activate"))
+    with pytest.raises(BuildFailed, match="failed to build or activate") as info:
+        proposals.approve(proposal.id)
+    assert "the old one is back in place" in info.value.message
+    assert hive.host.system("h-alice") == before  # what it boots
+    assert running_system(hive, "h-alice") == running  # what it runs
+    assert proposals.store.get(proposal.id).status is ProposalStatus.FAILED
+    assert state(hive, "alice") is AgentState.RUNNING
+    updates = [c for c in log(hive) if c[:2] == ["nixos-container", "update"]]
+    assert len(updates) >= 2  # the failed one, and the one that put the old system back

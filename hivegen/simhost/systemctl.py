@@ -16,6 +16,7 @@ makes start/stop exit 5, a failed job exits 1.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import subprocess
@@ -406,9 +407,25 @@ def _reload(host: Host, name: str) -> int:
         _journal(host, name, f"{name}: reload failed: {host.profile(container)} does not resolve")
         _job_failed(name)
         return EXIT_FAILED
+    if _activation_fails(system):
+        # As when `switch-to-configuration test` fails: the profile has already moved
+        # (nixos-container set it before reloading); the running system stays as it was.
+        _journal(host, name, f"{name}: switch-to-configuration test of {system} failed")
+        _err(f"Job for {name} failed because the control process exited with error code.")
+        return EXIT_FAILED
     units.write_unit(host, replace(unit, system=str(system)))
     _journal(host, name, f"{name}: reloaded to {system}")
     return 0
+
+
+def _activation_fails(system: Path) -> bool:
+    """The simulation's stand-in for an activation script that fails: a system whose
+    environment sets SIMHOST_ACTIVATION = "fail" (what a test's agent.nix can ask for)."""
+    try:
+        variables = json.loads((system / "variables.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return isinstance(variables, dict) and variables.get("SIMHOST_ACTIVATION") == "fail"
 
 
 # -- queries -------------------------------------------------------------------------------
