@@ -16,14 +16,18 @@
           version = "0.1.0";
           pyproject = true;
           src = self;
-          build-system = [ pkgs.python3Packages.setuptools ];
+          # As pyproject.toml's [build-system]: the pypa build hook runs without isolation.
+          build-system = with pkgs.python3Packages; [ setuptools wheel ];
           dependencies = with pkgs.python3Packages; [ jinja2 pygments ];
           nativeCheckInputs = [ pkgs.python3Packages.pytestCheckHook pkgs.python3Packages.hypothesis pkgs.git pkgs.nix ];
           # The suite drives a real nix store and git repos: run it in CI, not in the sandbox.
           doCheck = false;
           # hivegen calls git and nix (and, on NixOS, nixos-container and systemctl from the
-          # system profile); put the first two on PATH so `nix run` works anywhere.
-          makeWrapperArgs = [ "--prefix" "PATH" ":" (pkgs.lib.makeBinPath [ pkgs.git pkgs.nix ]) ];
+          # system profile). Appended, not prepended: on a NixOS host the system's own nix
+          # (the one nix-daemon runs and nixos-container builds with) comes first, so the
+          # meta flake is locked and built by one nix; ours is only a fallback, so that
+          # `nix run` works on a host without one.
+          makeWrapperArgs = [ "--suffix" "PATH" ":" (pkgs.lib.makeBinPath [ pkgs.git pkgs.nix ]) ];
           meta.mainProgram = "hivegen";
         };
       });

@@ -85,9 +85,11 @@ def test_project_flake_outputs_evaluate_against_a_stub_nixpkgs(tmp_path: Path) -
     assert result["app"]["program"].endswith("-hivegen-0.1.0/bin/hivegen")
     assert result["pkg"]["name"] == "hivegen-0.1.0"
     assert result["pkg"]["mainProgram"] == "hivegen"
-    assert set(result["pkg"]["deps"]) == {"jinja2", "pygments", "setuptools"}
+    # build-system as pyproject.toml's (the build hook runs without isolation).
+    assert set(result["pkg"]["deps"]) == {"jinja2", "pygments", "setuptools", "wheel"}
     wrapper = json.loads(result["pkg"]["wrapperArgs"])
-    assert wrapper[:3] == ["--prefix", "PATH", ":"]
+    # After the host's PATH: a NixOS host's own nix builds the containers.
+    assert wrapper[:3] == ["--suffix", "PATH", ":"]
     assert "-git/bin" in wrapper[3]
     assert "-nix/bin" in wrapper[3]
     assert {"python3-env", "ruff", "git", "nix"} <= set(result["shell"])
