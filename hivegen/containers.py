@@ -166,6 +166,16 @@ class Host:
         except (FileNotFoundError, RuntimeError):
             return None
 
+    def other_dropin_roots(self) -> tuple[Path, ...]:
+        """Unit directories besides hivegen's where a drop-in could override its limits."""
+        match self.config.host.runtime:
+            case HostRuntime.NATIVE:
+                from hivegen.nspawn import NATIVE_DROPIN_ROOTS
+
+                return NATIVE_DROPIN_ROOTS
+            case HostRuntime.SIMULATED:
+                return (self.config.host.simulated_root / "run" / "systemd" / "system",)
+
     def has_profile(self, container: str) -> bool:
         # A dangling link (its system garbage-collected) cannot boot either.
         return self.profile(container).exists()

@@ -334,7 +334,11 @@ class Doctor:
             dropin = nspawn.dropin_dir(self.config, spec.container) / LIMITS_DROPIN
             expected = render_limits_dropin(self.config.limits_for(name))
             current = dropin.read_text() if dropin.is_file() else None
-            if current != expected or nspawn.reload_pending(self.config, spec.container):
+            if (
+                current != expected
+                or nspawn.reload_pending(self.config, spec.container)
+                or nspawn.has_legacy_dropin(self.config, spec.container)
+            ):
 
                 def write_dropin(s: AgentSpec = spec) -> str:
                     nspawn.write_dropin(self.config, s)
@@ -347,6 +351,17 @@ class Doctor:
                         name,
                         f"{dropin} is missing, stale or not loaded",
                         repair=write_dropin,
+                    )
+                )
+            for path in nspawn.overriding_dropins(host.other_dropin_roots(), spec.container):
+                found.append(
+                    Finding(
+                        Check.DROPIN,
+                        name,
+                        f"{path} sets a limit and sorts after hivegen's {LIMITS_DROPIN}: "
+                        f"it overrides {name}'s limits",
+                        hint=f"remove it (hivegen never deletes another program's files), then "
+                        f"systemctl daemon-reload && hivegen restart {name}",
                     )
                 )
         for name in tombstones:

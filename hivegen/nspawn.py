@@ -21,7 +21,7 @@ from hivegen import fsutil, safepath
 from hivegen.config import Config
 from hivegen.errors import HivegenError
 from hivegen.names import AgentSpec, Role
-from hivegen.render import LIMITS_DROPIN, render_limits_dropin
+from hivegen.render import LEGACY_DROPINS, LIMITS_DROPIN, render_limits_dropin
 
 RUNTIME_MOUNT = "/run/hive"
 CREDENTIALS_MOUNT = "/root/.claude"
@@ -194,11 +194,53 @@ def write_dropin(config: Config, spec: AgentSpec) -> bool:
     text = render_limits_dropin(config.limits_for(spec.name))
     pending = directory / RELOAD_PENDING
     current = directory / LIMITS_DROPIN
-    if current.is_file() and not pending.exists() and current.read_text() == text:
+    legacy = [directory / name for name in LEGACY_DROPINS if (directory / name).exists()]
+    if current.is_file() and not pending.exists() and not legacy and current.read_text() == text:
         return False
     fsutil.write_atomic(pending, "")
     fsutil.write_atomic(directory / LIMITS_DROPIN, text)
+    for path in legacy:
+        path.unlink()
     return True
+
+
+def has_legacy_dropin(config: Config, container: str) -> bool:
+    directory = dropin_dir(config, container)
+    return any((directory / name).exists() for name in LEGACY_DROPINS)
+
+
+# Where else systemd looks for a container unit's drop-ins (systemd.unit(5)), highest
+# precedence first; hivegen's own dir (`[host] systemd_dir`) comes before all of them.
+NATIVE_DROPIN_ROOTS = (
+    Path("/run/systemd/system.control"),
+    Path("/etc/systemd/system"),
+    Path("/run/systemd/system"),
+)
+_LIMIT_KEYS = ("MemoryMax", "CPUQuota")
+
+
+def overriding_dropins(roots: tuple[Path, ...], container: str) -> list[Path]:
+    """Drop-ins of other programs (the reference left one in /run/systemd/system) that set
+    a limit and sort after hivegen's, so that theirs wins; a same-named one is masked by
+    hivegen's and harmless. Read-only: hivegen never removes another program's files."""
+    found = []
+    for root in roots:
+        for unit_dir in (f"container@{container}.service.d", "container@.service.d"):
+            directory = root / unit_dir
+            try:
+                entries = sorted(directory.iterdir())
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                continue
+            for path in entries:
+                if not path.name.endswith(".conf") or path.name <= LIMITS_DROPIN:
+                    continue
+                try:
+                    text = path.read_text(errors="replace")
+                except OSError:
+                    continue
+                if any(line.strip().startswith(_LIMIT_KEYS) for line in text.splitlines()):
+                    found.append(path)
+    return found
 
 
 def remove_dropin(config: Config, container: str) -> bool:
@@ -207,7 +249,8 @@ def remove_dropin(config: Config, container: str) -> bool:
     if not directory.exists():
         return False
     fsutil.write_atomic(directory / RELOAD_PENDING, "")
-    (directory / LIMITS_DROPIN).unlink(missing_ok=True)
+    for name in (LIMITS_DROPIN, *LEGACY_DROPINS):
+        (directory / name).unlink(missing_ok=True)
     return True
 
 

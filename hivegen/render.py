@@ -20,7 +20,14 @@ if TYPE_CHECKING:
 
 AGENT_NIX = "agent.nix"
 FLAKE_NIX = "flake.nix"
-LIMITS_DROPIN = "hivegen-limits.conf"
+# The reference's own name, on purpose: systemd merges the drop-ins of every unit
+# directory by file name, and one in /etc/systemd/system.control (hivegen's) masks a
+# same-named one in /run/systemd/system, where the reference left its limits. Under any
+# other name a stale reference drop-in sorting after ours would override hivegen's limits
+# until a reboot.
+LIMITS_DROPIN = "hyperhive-limits.conf"
+# What earlier hivegen versions called theirs: removed when the new one is written.
+LEGACY_DROPINS = ("hivegen-limits.conf",)
 
 
 class UnfilteredValueError(TypeError):

@@ -42,7 +42,7 @@ def test_each_drift_is_found_and_repaired(
     proposed_before = files_of(layout.proposed("alice"))
     (layout.notes("alice") / "notes.md").write_text("keep\n")
     layout.credentials("alice").chmod(0o755)
-    nspawn.dropin_dir(hive.config, "h-alice").joinpath("hivegen-limits.conf").unlink()
+    nspawn.dropin_dir(hive.config, "h-alice").joinpath("hyperhive-limits.conf").unlink()
     conf = nspawn.conf_path(hive.config, "hm1nd")
     conf.write_text(conf.read_text().replace("PRIVATE_NETWORK=0", "PRIVATE_NETWORK=1"))
     flake = layout.meta / "flake.nix"

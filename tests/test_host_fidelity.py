@@ -155,3 +155,43 @@ def test_an_update_that_fails_after_moving_the_profile_is_put_back(hive: Hive) -
     assert state(hive, "alice") is AgentState.RUNNING
     updates = [c for c in log(hive) if c[:2] == ["nixos-container", "update"]]
     assert len(updates) >= 2  # the failed one, and the one that put the old system back
+
+
+def memory_max(hive: Hive, container: str) -> str:
+    out = process.run(
+        ["systemctl", "show", f"container@{container}.service", "-p", "MemoryMax"],
+        process.RunOpts(env=hive.host.env),
+    )
+    return out.stdout.strip().split("=", 1)[1]
+
+
+def test_a_stale_reference_drop_in_is_masked_and_an_overriding_one_reported(
+    hive: Hive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = hive.config.host.simulated_root / "run/systemd/system/container@h-alice.service.d"
+    run_dir.mkdir(parents=True)
+    # The reference's file, same name as hivegen's: masked by hivegen's (system.control).
+    (run_dir / "hyperhive-limits.conf").write_text("[Service]\nMemoryMax=16G\n")
+    hive.restart("alice")
+    assert memory_max(hive, "h-alice") == str(2 * 1024**3)
+    assert hive.config.source is not None
+    config = ["--config", str(hive.config.source)]
+    assert main([*config, "doctor"]) == 0
+    # Another program's drop-in that sorts after hivegen's wins: doctor names it.
+    other = run_dir / "zz-limits.conf"
+    other.write_text("[Service]\nCPUQuota=400%\n")
+    capsys.readouterr()
+    assert main([*config, "doctor", "--repair"]) == 3
+    out = capsys.readouterr().out
+    assert f"{other} sets a limit and sorts after hivegen's hyperhive-limits.conf" in out
+    assert other.exists()  # never deleted: not hivegen's
+
+
+def test_a_drop_in_under_the_old_name_is_replaced(hive: Hive) -> None:
+    directory = nspawn.dropin_dir(hive.config, "h-alice")
+    (directory / "hyperhive-limits.conf").rename(directory / "hivegen-limits.conf")
+    assert nspawn.write_dropin(hive.config, hive.spec("alice"))
+    assert sorted(p.name for p in directory.iterdir()) == [
+        ".hivegen-reload-pending",
+        "hyperhive-limits.conf",
+    ]

@@ -37,7 +37,7 @@ def conf(hive: Hive, container: str) -> dict[str, str]:
 
 
 def dropin(hive: Hive, container: str) -> Path:
-    return nspawn.dropin_dir(hive.config, container) / "hivegen-limits.conf"
+    return nspawn.dropin_dir(hive.config, container) / "hyperhive-limits.conf"
 
 
 def lock_inputs(hive: Hive) -> set[str]:

@@ -432,7 +432,7 @@ def test_drop_in_limits_show_only_after_daemon_reload(sim: Sim, foo_system: str)
     sim.ok("nixos-container", "start", "db")
     dropin_dir = sim.systemd_dir / "container@db.service.d"
     dropin_dir.mkdir(parents=True)
-    dropin = dropin_dir / "hivegen-limits.conf"
+    dropin = dropin_dir / "hyperhive-limits.conf"
     dropin.write_text("[Service]\nMemoryMax=2G\nCPUQuota=50%\n")
 
     shown = sim.show("db")

@@ -115,6 +115,10 @@ class Host:
     def dropin_dir(self, unit: str) -> Path:
         return self.systemd_dir / f"{unit}.d"
 
+    def run_dropin_dir(self, unit: str) -> Path:
+        """The unit's drop-ins in the simulated /run/systemd/system (lower precedence)."""
+        return self.root / "run" / "systemd" / "system" / f"{unit}.d"
+
     def journal(self, unit: str) -> Path:
         return self.journal_dir / unit
 

@@ -15,6 +15,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from hivegen.simhost.state import Host
@@ -186,11 +187,18 @@ def read_limits(host: Host, unit: str) -> tuple[Limits, list[str]]:
 
     An invalid value is ignored with a warning, keeping what came before, as systemd does.
     """
-    directory = host.dropin_dir(unit)
-    try:
-        files = sorted(p for p in directory.iterdir() if p.name.endswith(".conf"))
-    except FileNotFoundError:
-        files = []
+    # As systemd merges them: every unit directory's drop-ins by file name, a name in a
+    # directory of higher precedence (system.control before /run/systemd/system) masking
+    # the same name further down.
+    by_name: dict[str, Path] = {}
+    for directory in (host.dropin_dir(unit), host.run_dropin_dir(unit)):
+        try:
+            entries = sorted(p for p in directory.iterdir() if p.name.endswith(".conf"))
+        except FileNotFoundError:
+            continue
+        for path in entries:
+            by_name.setdefault(path.name, path)
+    files = [by_name[name] for name in sorted(by_name)]
     memory: int | None = None
     cpu: int | None = None
     warnings: list[str] = []

@@ -74,7 +74,7 @@ def test_limits_from_the_drop_ins_are_loaded(boxed: BoxedHive) -> None:
         unit = units[container]
         assert (unit["MemoryMax"], unit["CPUQuotaPerSecUSec"]) == (memory, cpu), unit
         assert unit["DropInPaths"] == (
-            f"/etc/systemd/system.control/container@{container}.service.d/hivegen-limits.conf"
+            f"/etc/systemd/system.control/container@{container}.service.d/hyperhive-limits.conf"
         )
         assert unit["NeedDaemonReload"] == "no"
 
@@ -84,6 +84,28 @@ def seed_secrets(boxed: BoxedHive) -> None:
     for name in CONTAINERS:
         (boxed.dirs.state / "credentials" / name / "token").write_text(f"secret-{name}\n")
         (boxed.dirs.state / "notes" / name / "note").write_text(f"note-{name}\n")
+
+
+def test_a_stale_reference_drop_in_in_run_is_masked_by_hivegens(boxed: BoxedHive) -> None:
+    # The reference wrote its limits to /run/systemd/system/…/hyperhive-limits.conf;
+    # systemd merges drop-ins by file name and the same name in system.control wins.
+    stale = "/run/systemd/system/container@h-alice.service.d"
+    boxed.box.run(
+        [
+            "/bin/sh",
+            "-c",
+            f"mkdir -p {stale} && printf '[Service]\\nMemoryMax=16G\\n' "
+            f"> {stale}/hyperhive-limits.conf",
+        ]
+    )
+    try:
+        boxed.box.systemctl("daemon-reload")
+        unit = boxed.show("h-alice", props="MemoryMax,DropInPaths")["h-alice"]
+        assert unit["MemoryMax"] == str(2 * GIB), unit
+        assert f"{stale}/hyperhive-limits.conf" not in unit["DropInPaths"]
+    finally:
+        boxed.box.run(["/bin/rm", "-rf", stale])
+        boxed.box.systemctl("daemon-reload")
 
 
 def test_sub_agents_see_their_own_directories_and_nothing_else(boxed: BoxedHive) -> None:
