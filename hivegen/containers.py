@@ -20,7 +20,7 @@ from hivegen.git import CHILD_GIT_ENV
 NIXOS_CONTAINER = "nixos-container"
 NATIVE_PROFILES = Path("/nix/var/nix/profiles/per-container")
 SYSTEMCTL = "systemctl"
-SHOW_PROPERTIES = ("Id", "ActiveState", "SubState", "MainPID")
+SHOW_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "Result", "MainPID")
 
 
 class ActiveState(StrEnum):
@@ -41,10 +41,27 @@ class UnitState:
     active: ActiveState
     sub: str
     main_pid: int
+    result: str = ""
+    load: str = ""
 
     @property
     def running(self) -> bool:
         return self.active in (ActiveState.ACTIVE, ActiveState.RELOADING)
+
+    @property
+    def settled(self) -> bool:
+        """Neither running nor on its way: inactive, or failed. Anything else (starting,
+        waiting to restart by itself after a crash, stopping) still needs a stop."""
+        return self.active in (ActiveState.INACTIVE, ActiveState.FAILED)
+
+    @property
+    def auto_restarting(self) -> bool:
+        # container@.service has Restart=on-failure: a crash brings it back by itself.
+        return self.active is ActiveState.ACTIVATING and self.sub == "auto-restart"
+
+    @property
+    def hit_start_limit(self) -> bool:
+        return self.active is ActiveState.FAILED and self.result == "start-limit-hit"
 
 
 FLAKES = "extra-experimental-features = nix-command flakes"
@@ -214,8 +231,15 @@ class Host:
                 active=active,
                 sub=block.get("SubState", ""),
                 main_pid=int(pid) if pid.isdigit() else 0,
+                result=block.get("Result", ""),
+                load=block.get("LoadState", ""),
             )
         return states
+
+    def reset_failed(self, container: str) -> None:
+        """Clear a failed state and the start limit's counter ("start request repeated
+        too quickly"): an operator's start is deliberate, whatever happened before."""
+        self._run([SYSTEMCTL, "reset-failed", unit_name(container)])
 
     def unit_state(self, container: str) -> UnitState:
         return self.unit_states([container])[container]

@@ -284,6 +284,9 @@ class Doctor:
         found = []
         host = self.hive.host
         existing = set(host.conf_names())
+        found += self._units(
+            [self.hive.spec(n) for n in registered if self.hive.spec(n).container in existing]
+        )
         for name in registered:
             spec = self.hive.spec(name)
             if spec.container not in existing:
@@ -402,6 +405,45 @@ class Doctor:
                         None,
                         f"container {container} was not created by hivegen; left alone",
                         severity=Severity.NOTE,
+                    )
+                )
+        return found
+
+    def _units(self, specs: list[AgentSpec]) -> list[Finding]:
+        """What systemd says of the containers' units (one `systemctl show` for all)."""
+        states = self.hive.host.unit_states(s.container for s in specs)
+        if any(u.load == "not-found" for u in states.values()):
+            return [
+                Finding(
+                    Check.CONTAINER,
+                    None,
+                    "container@.service is not loadable on this host: no container can start",
+                    hint="set boot.enableContainers = true in configuration.nix and "
+                    "nixos-rebuild switch",
+                )
+            ]
+        found = []
+        for spec in specs:
+            unit = states[spec.container]
+            if unit.auto_restarting:
+                found.append(
+                    Finding(
+                        Check.CONTAINER,
+                        spec.name,
+                        f"{spec.container} crashed and systemd is restarting it by itself "
+                        "(Restart=on-failure)",
+                        hint=f"journalctl -u container@{spec.container} shows why; "
+                        f"hivegen stop {spec.name} keeps it down",
+                    )
+                )
+            elif unit.hit_start_limit:
+                found.append(
+                    Finding(
+                        Check.CONTAINER,
+                        spec.name,
+                        f"{spec.container} failed too often and hit systemd's start limit",
+                        hint=f"journalctl -u container@{spec.container} shows why; "
+                        f"hivegen start {spec.name} resets the limit and starts it",
                     )
                 )
         return found

@@ -49,6 +49,9 @@ class AgentState(StrEnum):
     STOPPED = "stopped"
     # Not running, and systemd says the unit failed (a crash, or a start that failed).
     FAILED = "failed"
+    # On its way up: starting, or waiting to restart by itself after a crash.
+    STARTING = "starting"
+    RESTARTING = "restarting"
     # Registered, but its container does not exist (not created yet, or removed).
     MISSING = "missing"
     # Destroyed: out of the meta flake, repos/credentials/notes kept; spawn revives it.
@@ -255,6 +258,8 @@ class Hive:
         `FLAKE=` with the attribute "container", which the meta flake does not have."""
         if not self.host.has_profile(spec.container):
             self.host.update(spec.container, self.host.flake_ref(spec.name))
+        if self.host.unit_state(spec.container).active is ActiveState.FAILED:
+            self.host.reset_failed(spec.container)
         self.host.start(spec.container)
 
     def _restart_mark(self, spec: AgentSpec) -> Path:
@@ -263,7 +268,7 @@ class Hive:
     def restart_container(self, spec: AgentSpec) -> None:
         """Stop and start, marked so that an interruption in between is finished later."""
         fsutil.write_atomic(self._restart_mark(spec), "")
-        if self.host.unit_state(spec.container).running:
+        if not self.host.unit_state(spec.container).settled:
             self.host.stop(spec.container)
         self.start_container(spec)
         self._restart_mark(spec).unlink(missing_ok=True)
@@ -359,7 +364,9 @@ class Hive:
         with self.locked():
             spec = self.registered(name)
             self.require_container(spec)
-            if not self.host.unit_state(spec.container).running:
+            # Not only a running unit: one waiting to restart by itself after a crash
+            # (Restart=on-failure) would come back if left alone.
+            if self.host.unit_state(spec.container).settled:
                 return StepLog((f"{spec.container} is already stopped",))
             self.host.stop(spec.container)
         return StepLog((f"stopped {spec.container}",))
@@ -520,6 +527,10 @@ class Hive:
                 state = AgentState.RUNNING
             elif unit.active is ActiveState.FAILED:
                 state = AgentState.FAILED
+            elif unit.auto_restarting:
+                state = AgentState.RESTARTING
+            elif unit.active is ActiveState.ACTIVATING:
+                state = AgentState.STARTING
             else:
                 state = AgentState.STOPPED
             result.append(

@@ -195,3 +195,76 @@ def test_a_drop_in_under_the_old_name_is_replaced(hive: Hive) -> None:
         ".hivegen-reload-pending",
         "hyperhive-limits.conf",
     ]
+
+
+def systemctl(hive: Hive, *args: str, env: dict[str, str] | None = None) -> process.CmdOut:
+    return process.run(
+        ["systemctl", *args],
+        process.RunOpts(
+            env={
+                **hive.host.env,
+                **(env or {}),
+            },
+            check=False,
+        ),
+    )
+
+
+def test_a_crashed_container_restarting_by_itself_is_stopped_for_real(
+    hive: Hive, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # container@.service has Restart=on-failure: after a crash it is `activating
+    # (auto-restart)`, not active; a stop that skips it lets it come back.
+    monkeypatch.setenv("HIVEGEN_SIMHOST_RESTART_SEC", "3600")
+    assert systemctl(hive, "kill", "container@h-alice.service").ok
+    assert state(hive, "alice") is AgentState.RESTARTING
+    assert hive.config.source is not None
+    capsys.readouterr()
+    assert main(["--config", str(hive.config.source), "doctor"]) == 3
+    assert "h-alice crashed and systemd is restarting it by itself" in capsys.readouterr().out
+    hive.stop("alice")
+    monkeypatch.setenv("HIVEGEN_SIMHOST_RESTART_SEC", "0")
+    assert state(hive, "alice") is AgentState.STOPPED  # and it stays down
+
+
+def test_a_crash_comes_back_by_itself_and_status_follows(
+    hive: Hive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid = {s.name: s.main_pid for s in hive.status()}["alice"]
+    monkeypatch.setenv("HIVEGEN_SIMHOST_RESTART_SEC", "0")
+    assert systemctl(hive, "kill", "container@h-alice.service").ok
+    rows = {s.name: s for s in hive.status()}
+    assert rows["alice"].state is AgentState.RUNNING
+    assert rows["alice"].main_pid != pid
+
+
+def test_the_start_limit_is_reset_by_an_operators_start(
+    hive: Hive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Five starts in ten seconds, then "start request repeated too quickly" until
+    # `systemctl reset-failed`: a crash loop ends there.
+    monkeypatch.setenv("HIVEGEN_SIMHOST_RESTART_SEC", "0")
+    for _ in range(5):
+        assert systemctl(hive, "kill", "container@h-alice.service").ok
+        hive.status()  # systemd restarts it
+    assert state(hive, "alice") is AgentState.FAILED
+    assert hive.host.unit_state("h-alice").hit_start_limit
+    refused = process.run(
+        ["nixos-container", "start", "h-alice"], process.RunOpts(env=hive.host.env, check=False)
+    )
+    assert refused.returncode == 1
+    assert "start of the service was attempted too often" in refused.stderr
+    hive.start("alice")
+    assert state(hive, "alice") is AgentState.RUNNING
+
+
+def test_a_host_without_container_units_is_named_by_doctor(
+    hive: Hive, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HIVEGEN_SIMHOST_CONTAINERS", "disabled")  # boot.enableContainers off
+    assert hive.config.source is not None
+    capsys.readouterr()
+    assert main(["--config", str(hive.config.source), "doctor"]) == 3
+    out = capsys.readouterr().out
+    assert "container@.service is not loadable on this host" in out
+    assert "boot.enableContainers = true" in out

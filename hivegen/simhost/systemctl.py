@@ -21,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -48,7 +49,6 @@ _NOT_SIMULATED = frozenset(
         "status",
         "enable",
         "disable",
-        "kill",
         "cat",
         "edit",
         "set-property",
@@ -62,7 +62,7 @@ _NOT_SIMULATED = frozenset(
     }
 )
 _VALUE_OPTIONS = {"-p": "property", "--property": "property", "-t": "type", "--type": "type"}
-_VALUE_OPTIONS |= {"--state": "state"}
+_VALUE_OPTIONS |= {"--state": "state", "-s": "signal", "--signal": "signal"}
 _FLAG_OPTIONS = {
     "-q": "quiet",
     "--quiet": "quiet",
@@ -247,13 +247,29 @@ def _each_locked(host: Host, wanted: list[str], run: Callable[[str], int]) -> in
 def _start(host: Host, opts: Opts, name: str, *, restart: bool) -> int:
     container = units.container_of(name)
     verb = "restart" if restart else "start"
-    if container is None:
+    if container is None or not units.containers_enabled():
         _err(f"Failed to {verb} {name}: Unit {name} not found.")
         return EXIT_NOT_FOUND
-    unit = units.read_unit(host, name)
+    unit = _settled(host, name)
     if unit.active is ActiveState.ACTIVE and not restart:
         _warn_if_changed(host, unit)
         return 0
+    now = time.time()
+    recent = tuple(t for t in unit.starts if now - t < units.START_LIMIT_INTERVAL)
+    if len(recent) >= units.START_LIMIT_BURST:
+        # systemd's start limit (StartLimitBurst=5 in 10 s): until `reset-failed`.
+        units.write_unit(
+            host, replace(unit, active=ActiveState.FAILED, result="start-limit-hit", main_pid=0)
+        )
+        _journal(host, name, f"{name}: Start request repeated too quickly.")
+        _err(
+            f"Job for {name} failed because start of the service was attempted too often.\n"
+            f'See "systemctl status {name}" and "journalctl -xeu {name}" for details.\n'
+            f'To force a start use "systemctl reset-failed {name}" followed by '
+            f'"systemctl start {name}" again.'
+        )
+        return EXIT_FAILED
+    unit = replace(unit, starts=(*recent, now))
     if unit.active is not ActiveState.INACTIVE:
         # Still loaded (running, or failed): it keeps the drop-ins it loaded.
         _warn_if_changed(host, unit)
@@ -264,7 +280,7 @@ def _start(host: Host, opts: Opts, name: str, *, restart: bool) -> int:
     problem, launched = _launch(host, container)
     if problem is not None:
         _journal(host, name, f"{name}: {problem}")
-        failed = Unit(name, ActiveState.FAILED, "exit-code", loaded=limits)
+        failed = Unit(name, ActiveState.FAILED, "exit-code", loaded=limits, starts=unit.starts)
         units.write_unit(host, replace(failed, invocation_id=_new_invocation_id()))
         if opts.no_block:
             return 0
@@ -277,6 +293,7 @@ def _start(host: Host, opts: Opts, name: str, *, restart: bool) -> int:
         main_pid=units.next_pid(host),
         invocation_id=_new_invocation_id(),
         loaded=limits,
+        starts=unit.starts,
     )
     units.write_unit(host, started)
     _journal(host, name, f"{name}: started {started.system} as PID {started.main_pid}")
@@ -377,13 +394,53 @@ def _stop(host: Host, name: str) -> int:
     if units.container_of(name) is None:
         _err(f"Failed to stop {name}: Unit {name} not loaded.")
         return EXIT_NOT_FOUND
-    unit = units.read_unit(host, name)
+    unit = _settled(host, name)
     _warn_if_changed(host, unit)
     # A failed unit stays failed (until reset-failed); an inactive one has nothing to do.
-    if unit.active is ActiveState.ACTIVE:
-        units.write_unit(host, replace(unit, active=ActiveState.INACTIVE, main_pid=0))
+    # One waiting to restart by itself (auto-restart) is stopped: no restart follows.
+    if unit.active in (ActiveState.ACTIVE, ActiveState.ACTIVATING):
+        stopped = replace(unit, active=ActiveState.INACTIVE, main_pid=0, restart_due=0.0)
+        units.write_unit(host, stopped)
         _journal(host, name, f"{name}: stopped")
     return 0
+
+
+@_with_units
+def cmd_kill(host: Host, opts: Opts, wanted: list[str]) -> int:
+    """The container's main process dies (as after a crash): Restart=on-failure brings
+    it back after RestartSec, behind the back of whoever stopped watching."""
+    return _each_locked(host, wanted, lambda unit: _kill(host, unit))
+
+
+def _kill(host: Host, name: str) -> int:
+    unit = _settled(host, name)
+    if unit.active is not ActiveState.ACTIVE:
+        return 0
+    delay = float(os.environ.get("HIVEGEN_SIMHOST_RESTART_SEC", units.RESTART_SEC))
+    dying = replace(
+        unit, active=ActiveState.ACTIVATING, result="signal", main_pid=0,
+        restart_due=time.time() + delay,
+    )  # fmt: skip
+    units.write_unit(host, dying)
+    _journal(host, name, f"{name}: main process killed; restarting in {delay}s")
+    return 0
+
+
+def _settled(host: Host, name: str, *, lock: bool = False) -> Unit:
+    """The unit as systemd would show it now: a due auto-restart has happened (a new
+    PID, counted against the start limit), or failed. `lock`: take the systemd lock for
+    the change (callers that already hold it pass False)."""
+    unit = units.read_unit(host, name)
+    if unit.active is not ActiveState.ACTIVATING or time.time() < unit.restart_due:
+        return unit
+    if lock:
+        with _locked(host):
+            return _settled(host, name)
+    opts = Opts(no_block=True)
+    restarted = replace(unit, active=ActiveState.INACTIVE, restart_due=0.0)
+    units.write_unit(host, restarted)
+    _start(host, opts, name, restart=True)
+    return units.read_unit(host, name)
 
 
 def _reload(host: Host, name: str) -> int:
@@ -391,7 +448,7 @@ def _reload(host: Host, name: str) -> int:
     if container is None:
         _err(f"Failed to reload {name}: Unit {name} not found.")
         return EXIT_NOT_FOUND
-    unit = units.read_unit(host, name)
+    unit = _settled(host, name)
     if unit.active is not ActiveState.ACTIVE:
         _err(f"{name} is not active, cannot reload.")
         return EXIT_FAILED
@@ -433,7 +490,7 @@ def _activation_fails(system: Path) -> bool:
 
 @_with_units
 def cmd_is_active(host: Host, opts: Opts, wanted: list[str]) -> int:
-    states = [units.read_unit(host, unit).active for unit in wanted]
+    states = [_settled(host, unit, lock=True).active for unit in wanted]
     if not opts.quiet:
         for state in states:
             print(state)
@@ -442,7 +499,7 @@ def cmd_is_active(host: Host, opts: Opts, wanted: list[str]) -> int:
 
 @_with_units
 def cmd_is_failed(host: Host, opts: Opts, wanted: list[str]) -> int:
-    states = [units.read_unit(host, unit).active for unit in wanted]
+    states = [_settled(host, unit, lock=True).active for unit in wanted]
     if not opts.quiet:
         for state in states:
             print(state)
@@ -454,7 +511,7 @@ def cmd_show(host: Host, opts: Opts, names: list[str]) -> int:
         # The manager's own properties.
         blocks = [[("Version", "simulated"), ("SystemState", "running")]]
     else:
-        blocks = [units.properties(host, units.read_unit(host, units.mangle(n))) for n in names]
+        blocks = [units.properties(host, _settled(host, units.mangle(n), lock=True)) for n in names]
     wanted = set(opts.properties)
     # Asking for a property by name shows it even when empty, as systemctl does.
     show_empty = opts.all or bool(wanted)
@@ -473,7 +530,7 @@ def cmd_show(host: Host, opts: Opts, names: list[str]) -> int:
 def cmd_list_units(host: Host, opts: Opts, patterns: list[str]) -> int:
     rows = []
     for name in units.known_units(host):
-        unit = units.read_unit(host, name)
+        unit = _settled(host, name, lock=True)
         if unit.active is ActiveState.INACTIVE and not opts.all:
             continue
         if patterns and not any(fnmatch.fnmatchcase(name, p) for p in patterns):
@@ -512,8 +569,11 @@ def cmd_reset_failed(host: Host, opts: Opts, names: list[str]) -> int:
     with _locked(host):
         for name in wanted:
             unit = units.read_unit(host, name)
+            # Also resets the start limit's counter, failed or not.
+            reset = replace(unit, starts=())
             if unit.active is ActiveState.FAILED:
-                reset = replace(unit, active=ActiveState.INACTIVE, result="success")
+                reset = replace(reset, active=ActiveState.INACTIVE, result="success")
+            if reset != unit:
                 units.write_unit(host, reset)
     return 0
 
@@ -529,4 +589,5 @@ VERBS: dict[str, Callable[[Host, Opts, list[str]], int]] = {
     "list-units": cmd_list_units,
     "daemon-reload": cmd_daemon_reload,
     "reset-failed": cmd_reset_failed,
+    "kill": cmd_kill,
 }

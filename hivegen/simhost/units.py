@@ -47,13 +47,20 @@ class ActiveState(StrEnum):
     ACTIVE = "active"
     INACTIVE = "inactive"
     FAILED = "failed"
+    # Only as `Restart=on-failure` leaves it: waiting to start again by itself.
+    ACTIVATING = "activating"
 
 
 SUB_STATE = {
     ActiveState.ACTIVE: "running",
     ActiveState.INACTIVE: "dead",
     ActiveState.FAILED: "failed",
+    ActiveState.ACTIVATING: "auto-restart",
 }
+# container@.service on NixOS: Restart=on-failure, systemd's default start limit.
+RESTART_SEC = 0.1
+START_LIMIT_INTERVAL = 10.0
+START_LIMIT_BURST = 5
 
 
 class LoadState(StrEnum):
@@ -84,6 +91,9 @@ class Unit:
     conf: str = ""
     extra_nspawn_flags: str = ""
     loaded: Limits = Limits()
+    # When an auto-restart is due, and when the unit started lately (the start limit).
+    restart_due: float = 0.0
+    starts: tuple[float, ...] = ()
 
 
 def mangle(name: str) -> str:
@@ -102,7 +112,16 @@ def container_of(unit: str) -> str | None:
 
 
 def load_state(unit: str) -> LoadState:
-    return LoadState.LOADED if container_of(unit) is not None else LoadState.NOT_FOUND
+    if container_of(unit) is None or not containers_enabled():
+        return LoadState.NOT_FOUND
+    return LoadState.LOADED
+
+
+def containers_enabled() -> bool:
+    """False plays a NixOS host with `boot.enableContainers = false`: no container@.service."""
+    import os
+
+    return os.environ.get("HIVEGEN_SIMHOST_CONTAINERS") != "disabled"
 
 
 # -- the store -----------------------------------------------------------------------------
@@ -116,6 +135,7 @@ def read_unit(host: Host, unit: str) -> Unit:
     loaded = data.pop("loaded", {})
     loaded["drop_in_paths"] = tuple(loaded.get("drop_in_paths", ()))
     data["active"] = ActiveState(data["active"])
+    data["starts"] = tuple(data.get("starts", ()))
     return Unit(**data, loaded=Limits(**loaded))
 
 
@@ -132,6 +152,8 @@ def write_unit(host: Host, unit: Unit) -> None:
         "system": unit.system,
         "conf": unit.conf,
         "extra_nspawn_flags": unit.extra_nspawn_flags,
+        "restart_due": unit.restart_due,
+        "starts": list(unit.starts),
         "loaded": {
             "memory_max": unit.loaded.memory_max,
             "cpu_quota_usec": unit.loaded.cpu_quota_usec,
