@@ -8,6 +8,7 @@ comes last.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,6 +107,41 @@ def test_a_stale_reference_drop_in_in_run_is_masked_by_hivegens(boxed: BoxedHive
     finally:
         boxed.box.run(["/bin/rm", "-rf", stale])
         boxed.box.systemctl("daemon-reload")
+
+
+def test_a_crash_is_restarted_by_systemd_and_hivegen_stop_keeps_it_down(
+    boxed: BoxedHive,
+) -> None:
+    # container@.service has Restart=on-failure. RestartSec is raised (a drop-in of the
+    # test's) so that the auto-restart state lasts long enough to be looked at.
+    extra = "/run/systemd/system/container@h-bob.service.d"
+    boxed.box.run(
+        [
+            "/bin/sh",
+            "-c",
+            f"mkdir -p {extra} && printf '[Service]\\nRestartSec=30s\\n' "
+            f"> {extra}/zz-restart-sec.conf",
+        ]
+    )
+    boxed.box.systemctl("daemon-reload")
+    try:
+        pid = boxed.show("h-bob", props="MainPID")["h-bob"]["MainPID"]
+        boxed.box.run(["/bin/sh", "-c", f"kill -9 {pid}"])
+        for _ in range(100):
+            unit = boxed.show("h-bob", props="ActiveState,SubState")["h-bob"]
+            if (unit["ActiveState"], unit["SubState"]) == ("activating", "auto-restart"):
+                break
+            time.sleep(0.1)
+        assert (unit["ActiveState"], unit["SubState"]) == ("activating", "auto-restart")
+        assert boxed.status()["h-bob"]["state"] == "restarting"
+        boxed.hivegen("stop", "bob")
+        assert boxed.is_active("h-bob") == "inactive"  # no restart is pending any more
+        assert boxed.status()["h-bob"]["state"] == "stopped"
+    finally:
+        boxed.box.run(["/bin/rm", "-rf", extra])
+        boxed.box.systemctl("daemon-reload")
+        boxed.hivegen("start", "bob")
+    assert boxed.is_active("h-bob") == "active"
 
 
 def test_sub_agents_see_their_own_directories_and_nothing_else(boxed: BoxedHive) -> None:
@@ -271,7 +307,13 @@ def test_stop_start_rebuild_and_destroy(boxed: BoxedHive, hyperhive_flake: str) 
     # destroy: the unit is gone from systemd and the machine from machined; the others run.
     boxed.hivegen("destroy", "alice", config=changed)
     assert boxed.is_active("h-alice") == "inactive"
-    listed = boxed.box.systemctl("list-units", "--all", "--plain", "--no-legend", unit)
+    # Gone once systemd garbage-collects the stopped unit (the `systemctl show` calls of
+    # destroy load it again for a moment): asked a few times, not raced.
+    for _ in range(50):
+        listed = boxed.box.systemctl("list-units", "--all", "--plain", "--no-legend", unit)
+        if not listed.stdout.strip():
+            break
+        time.sleep(0.1)
     assert listed.stdout.strip() == ""
     assert boxed.show("h-alice", props="DropInPaths")["h-alice"]["DropInPaths"] == ""
     assert "h-alice" not in boxed.machines()
