@@ -9,14 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import assert_never
 
+from hivegen import hostcheck, nspawn, registry, safepath, snapshot
 from hivegen import meta as meta_mod
-from hivegen import nspawn, pathcheck, registry, safepath, snapshot
+from hivegen.findings import Check, Finding, Report, Severity
 from hivegen.hive import Hive
 from hivegen.names import AGENT_PREFIX, AgentSpec
 from hivegen.proposals import Proposals
@@ -25,56 +22,6 @@ from hivegen.repos import check_out_main
 from hivegen.store import Proposal, ProposalStatus
 
 MAIN = "refs/heads/main"
-
-
-class Severity(StrEnum):
-    PROBLEM = "problem"
-    # Worth knowing, not wrong: does not make doctor exit 3.
-    NOTE = "note"
-
-
-class Check(StrEnum):
-    PROPOSED_REPO = "proposed-repo"
-    APPLIED_REPO = "applied-repo"
-    APPLIED_MAIN = "applied-main"
-    APPLIED_TREE = "applied-tree"
-    INTERRUPTED_APPROVE = "interrupted-approve"
-    META = "meta"
-    META_LOCK = "meta-lock"
-    CONTAINER = "container"
-    CONF = "conf"
-    DROPIN = "dropin"
-    CREDENTIALS_MODE = "credentials-mode"
-    PORT_CLASH = "port-clash"
-    FOREIGN = "foreign"
-    LEFTOVER = "leftover"
-    RESTART = "restart"
-    PATHS = "paths"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    check: Check
-    agent: str | None
-    message: str
-    severity: Severity = Severity.PROBLEM
-    hint: str | None = None
-    # How to fix it safely; None when only the operator can decide.
-    repair: Callable[[], str] | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def repairable(self) -> bool:
-        return self.repair is not None
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    findings: tuple[Finding, ...]
-    repaired: tuple[str, ...] = ()
-
-    @property
-    def problems(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.severity is Severity.PROBLEM)
 
 
 class Doctor:
@@ -106,7 +53,7 @@ class Doctor:
     def diagnose(self) -> list[Finding]:
         findings: list[Finding] = []
         scan = registry.scan(self.config)
-        paths = self._paths(scan.registered + scan.tombstones)
+        paths = hostcheck.path_findings(self.hive, scan.registered + scan.tombstones)
         findings += paths
         # An agent with an unsafe path gets no conf repair: the bind check would refuse it.
         self._unsafe_agents = {f.agent for f in paths if f.agent is not None and f.repair is None}
@@ -123,38 +70,6 @@ class Doctor:
         findings += self._ports(scan.registered)
         findings += self._leftovers()
         return findings
-
-    def _paths(self, names: tuple[str, ...]) -> list[Finding]:
-        found = []
-        for item in pathcheck.survey(self.config, names):
-            match item.issue:
-                case pathcheck.PathIssue.LEGACY_NOTES:
-
-                    def migrate(n: str = item.agent or "") -> str:
-                        self.hive.migrate_notes(self.hive.spec(n))
-                        return f"{n}: notes moved to {self.layout.notes(n)}"
-
-                    found.append(Finding(Check.PATHS, item.agent, item.message, repair=migrate))
-                case pathcheck.PathIssue.LEGACY_LEFT:
-                    found.append(Finding(Check.PATHS, item.agent, item.message, Severity.NOTE))
-                case (
-                    pathcheck.PathIssue.UNSAFE
-                    | pathcheck.PathIssue.PLANTED
-                    | pathcheck.PathIssue.BORROWING
-                ):
-                    found.append(
-                        Finding(
-                            Check.PATHS,
-                            item.agent,
-                            item.message,
-                            hint="look at it and remove it by hand (from inside the manager "
-                            "if it is under /agents); --repair never follows, moves or "
-                            "deletes it, and hivegen refuses to bind or read through it",
-                        )
-                    )
-                case _ as unreachable:
-                    assert_never(unreachable)
-        return found
 
     def _interrupted_approves(self, building: list[Proposal]) -> list[Finding]:
         found = []
@@ -284,8 +199,9 @@ class Doctor:
         found = []
         host = self.hive.host
         existing = set(host.conf_names())
-        found += self._units(
-            [self.hive.spec(n) for n in registered if self.hive.spec(n).container in existing]
+        found += hostcheck.unit_findings(
+            self.hive,
+            [self.hive.spec(n) for n in registered if self.hive.spec(n).container in existing],
         )
         for name in registered:
             spec = self.hive.spec(name)
@@ -405,45 +321,6 @@ class Doctor:
                         None,
                         f"container {container} was not created by hivegen; left alone",
                         severity=Severity.NOTE,
-                    )
-                )
-        return found
-
-    def _units(self, specs: list[AgentSpec]) -> list[Finding]:
-        """What systemd says of the containers' units (one `systemctl show` for all)."""
-        states = self.hive.host.unit_states(s.container for s in specs)
-        if any(u.load == "not-found" for u in states.values()):
-            return [
-                Finding(
-                    Check.CONTAINER,
-                    None,
-                    "container@.service is not loadable on this host: no container can start",
-                    hint="set boot.enableContainers = true in configuration.nix and "
-                    "nixos-rebuild switch",
-                )
-            ]
-        found = []
-        for spec in specs:
-            unit = states[spec.container]
-            if unit.auto_restarting:
-                found.append(
-                    Finding(
-                        Check.CONTAINER,
-                        spec.name,
-                        f"{spec.container} crashed and systemd is restarting it by itself "
-                        "(Restart=on-failure)",
-                        hint=f"journalctl -u container@{spec.container} shows why; "
-                        f"hivegen stop {spec.name} keeps it down",
-                    )
-                )
-            elif unit.hit_start_limit:
-                found.append(
-                    Finding(
-                        Check.CONTAINER,
-                        spec.name,
-                        f"{spec.container} failed too often and hit systemd's start limit",
-                        hint=f"journalctl -u container@{spec.container} shows why; "
-                        f"hivegen start {spec.name} resets the limit and starts it",
                     )
                 )
         return found

@@ -42,6 +42,8 @@ class InitResult:
 # In an agent's applied .git while its container is between the stop and the start of a
 # restart: an interrupted restart must not leave a running agent stopped.
 RESTART_PENDING = "hivegen-restart-pending"
+# In an agent's applied .git: "<deployed tag> <system store path>" of its last deploy.
+SYSTEM_RECORD = "hivegen-system"
 
 
 class AgentState(StrEnum):
@@ -251,6 +253,25 @@ class Hive:
             steps.append(f"restarted {spec.container} to apply them")
         return steps
 
+    def _system_record(self, spec: AgentSpec) -> Path:
+        return self.layout.applied(spec.name) / ".git" / SYSTEM_RECORD
+
+    def record_system(self, spec: AgentSpec) -> None:
+        """Note which system the container was given, and for which deploy: doctor
+        compares it with the container's profile without evaluating Nix."""
+        system = self.host.system(spec.container)
+        deployed = registry.deployed(self.layout.applied(spec.name) / ".git")
+        if system is not None and deployed.tag is not None:
+            fsutil.write_atomic(self._system_record(spec), f"{deployed.tag} {system}\n")
+
+    def recorded_system(self, spec: AgentSpec) -> tuple[str, Path] | None:
+        """(deployed tag, system) as last recorded, or None (none recorded yet)."""
+        try:
+            tag, _, system = self._system_record(spec).read_text().strip().partition(" ")
+        except FileNotFoundError:
+            return None
+        return (tag, Path(system)) if system else None
+
     def start_container(self, spec: AgentSpec) -> None:
         """`nixos-container start`, with the container's system built first if its
         profile is missing (a create that failed mid-build): otherwise the unit's start
@@ -258,6 +279,7 @@ class Hive:
         `FLAKE=` with the attribute "container", which the meta flake does not have."""
         if not self.host.has_profile(spec.container):
             self.host.update(spec.container, self.host.flake_ref(spec.name))
+            self.record_system(spec)
         if self.host.unit_state(spec.container).active is ActiveState.FAILED:
             self.host.reset_failed(spec.container)
         self.host.start(spec.container)
@@ -339,6 +361,7 @@ class Hive:
             else:
                 self.host.create(spec.container, flake)
                 steps.append(f"created container {spec.container}")
+            self.record_system(spec)
             if self._write_host_files(spec):
                 steps.append("wrote nspawn flags and limits")
             if not self.host.unit_state(spec.container).running:
@@ -412,6 +435,7 @@ class Hive:
             if changed:
                 steps.append("nspawn flags or limits changed")
             self.host.update(spec.container, self.host.flake_ref(name))
+            self.record_system(spec)
             steps.append(f"rebuilt {spec.container}")
             # `update` reloads a running container, which does not apply bind mounts or
             # limits: restart only when those changed.

@@ -284,6 +284,7 @@ class Proposals:
                 hint=f"the error is kept in tag failed/{proposal.id}: hivegen history {agent}",
             ) from exc
         self._tag(agent, f"deployed/{proposal.id}", sha)
+        hive.record_system(spec)
         hive.meta.finalize(agent, f"deployed/{proposal.id}", sha)
         self.store.set_status(proposal.id, ProposalStatus.DEPLOYED)
         steps.append(f"deployed {sha[:12]} as deployed/{proposal.id}")
@@ -300,6 +301,7 @@ class Proposals:
             return ""
         try:
             host.update(spec.container, host.flake_ref(spec.name))
+            self.hive.record_system(spec)
         except HivegenError as exc:
             raise HivegenError(
                 f"{spec.name}'s new system was installed but failed to activate "

@@ -10,7 +10,8 @@ import pytest
 from hivegen import nspawn
 from hivegen.cli import main
 from hivegen.config import load_config
-from hivegen.doctor import Check, Doctor
+from hivegen.doctor import Doctor
+from hivegen.findings import Check
 from hivegen.hive import Hive
 from tests.conftest import commit_dir, files_of, git, sim_config
 

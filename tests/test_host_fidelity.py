@@ -268,3 +268,27 @@ def test_a_host_without_container_units_is_named_by_doctor(
     out = capsys.readouterr().out
     assert "container@.service is not loadable on this host" in out
     assert "boot.enableContainers = true" in out
+
+
+def test_doctor_compares_the_profile_with_the_recorded_deploy(
+    hive: Hive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorded = hive.recorded_system(hive.spec("alice"))
+    assert recorded is not None
+    assert recorded == ("deployed/0", hive.host.system("h-alice"))
+    assert hive.config.source is not None
+    config = ["--config", str(hive.config.source)]
+    assert main([*config, "doctor"]) == 0
+    # Someone ran `nixos-container update` by hand with another system.
+    other = hive.config.host.simulated_root / "elsewhere"
+    other.mkdir()
+    profile = hive.host.profile("h-alice")
+    profile.unlink()
+    profile.symlink_to(other)
+    capsys.readouterr()
+    assert main([*config, "doctor"]) == 3
+    out = capsys.readouterr().out
+    assert f"h-alice boots {other}, not the system its last deploy (deployed/0) installed" in out
+    assert "hivegen rebuild alice" in out
+    hive.rebuild("alice")
+    assert main([*config, "doctor"]) == 0

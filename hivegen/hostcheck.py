@@ -1,0 +1,108 @@
+"""doctor's checks of the host around the containers: the paths a container could plant,
+what systemd says of each unit, and what each container boots against its last deploy."""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+from hivegen import pathcheck
+from hivegen.findings import Check, Finding, Severity
+from hivegen.hive import Hive
+from hivegen.names import AgentSpec
+
+
+def path_findings(hive: Hive, names: tuple[str, ...]) -> list[Finding]:
+    """Planted links, wrong types and owners, old notes (pathcheck.py); --repair only
+    migrates old notes."""
+    found = []
+    for item in pathcheck.survey(hive.config, names):
+        match item.issue:
+            case pathcheck.PathIssue.LEGACY_NOTES:
+
+                def migrate(n: str = item.agent or "") -> str:
+                    hive.migrate_notes(hive.spec(n))
+                    return f"{n}: notes moved to {hive.layout.notes(n)}"
+
+                found.append(Finding(Check.PATHS, item.agent, item.message, repair=migrate))
+            case pathcheck.PathIssue.LEGACY_LEFT:
+                found.append(Finding(Check.PATHS, item.agent, item.message, Severity.NOTE))
+            case (
+                pathcheck.PathIssue.UNSAFE
+                | pathcheck.PathIssue.PLANTED
+                | pathcheck.PathIssue.BORROWING
+            ):
+                found.append(
+                    Finding(
+                        Check.PATHS,
+                        item.agent,
+                        item.message,
+                        hint="look at it and remove it by hand (from inside the manager "
+                        "if it is under /agents); --repair never follows, moves or "
+                        "deletes it, and hivegen refuses to bind or read through it",
+                    )
+                )
+            case _ as unreachable:
+                assert_never(unreachable)
+    return found
+
+
+def unit_findings(hive: Hive, specs: list[AgentSpec]) -> list[Finding]:
+    """What systemd says of the containers' units (one `systemctl show` for all)."""
+    states = hive.host.unit_states(s.container for s in specs)
+    if any(u.load == "not-found" for u in states.values()):
+        return [
+            Finding(
+                Check.CONTAINER,
+                None,
+                "container@.service is not loadable on this host: no container can start",
+                hint="set boot.enableContainers = true in configuration.nix and "
+                "nixos-rebuild switch",
+            )
+        ]
+    found = []
+    for spec in specs:
+        found += system_findings(hive, spec)
+        unit = states[spec.container]
+        if unit.auto_restarting:
+            found.append(
+                Finding(
+                    Check.CONTAINER,
+                    spec.name,
+                    f"{spec.container} crashed and systemd is restarting it by itself "
+                    "(Restart=on-failure)",
+                    hint=f"journalctl -u container@{spec.container} shows why; "
+                    f"hivegen stop {spec.name} keeps it down",
+                )
+            )
+        elif unit.hit_start_limit:
+            found.append(
+                Finding(
+                    Check.CONTAINER,
+                    spec.name,
+                    f"{spec.container} failed too often and hit systemd's start limit",
+                    hint=f"journalctl -u container@{spec.container} shows why; "
+                    f"hivegen start {spec.name} resets the limit and starts it",
+                )
+            )
+    return found
+
+
+def system_findings(hive: Hive, spec: AgentSpec) -> list[Finding]:
+    """The profile (what the container boots) against the system its last deploy
+    installed, as recorded then: no Nix evaluation."""
+    recorded = hive.recorded_system(spec)
+    if recorded is None:
+        return []
+    tag, system = recorded
+    actual = hive.host.system(spec.container)
+    if actual == system:
+        return []
+    return [
+        Finding(
+            Check.CONTAINER,
+            spec.name,
+            f"{spec.container} boots {actual or 'nothing (no profile)'}, not the system "
+            f"its last deploy ({tag}) installed ({system})",
+            hint=f"hivegen rebuild {spec.name} builds and installs what is deployed",
+        )
+    ]
