@@ -233,3 +233,23 @@ def boxed_hive(
     with Box(rootfs, binds, top / "box.log") as box:
         box.install_systemctl(dirs.bin)
         yield BoxedHive(box, dirs, config, hivegen_env(dirs))
+
+
+def expected_binds(boxed: BoxedHive, name: str, *, manager: bool) -> dict[str, tuple[str, str]]:
+    """What hivegen's conf binds into a container, as `bind_mounts` shows it."""
+    state, run = boxed.dirs.state, boxed.dirs.runtime_root
+    common = {
+        "/run/hive": (str(run / "manager") if manager else str(run / "agents" / name), "rw"),
+        "/root/.claude": (str(state / "credentials" / name), "rw"),
+        "/shared": (str(state / "shared"), "rw"),
+    }
+    if not manager:
+        return {**common, f"/agents/{name}/state": (str(state / "notes" / name), "rw")}
+    return {
+        **common,
+        "/state": (str(state / "notes" / name), "rw"),
+        "/agents": (str(state / "agents"), "rw"),
+        "/applied": (str(state / "applied"), "ro"),
+        "/meta": (str(state / "meta"), "ro"),
+        "/notes": (str(state / "notes"), "ro"),
+    }

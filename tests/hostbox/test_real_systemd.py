@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostbox.boxed import BoxedHive, assert_status_agrees, boxed_hive
+from tests.hostbox.boxed import BoxedHive, assert_status_agrees, boxed_hive, expected_binds
 
 pytestmark = pytest.mark.hostbox
 
@@ -191,18 +191,9 @@ def test_sub_agents_see_their_own_directories_and_nothing_else(boxed: BoxedHive)
 def test_the_manager_sees_every_proposed_repo_and_reads_applied_meta_and_notes(
     boxed: BoxedHive,
 ) -> None:
-    state, run = boxed.dirs.state, boxed.dirs.runtime_root
+    state = boxed.dirs.state
     seed_secrets(boxed)
-    assert boxed.bind_mounts(MANAGER) == {
-        "/run/hive": (str(run / "manager"), "rw"),
-        "/root/.claude": (str(state / "credentials" / MANAGER), "rw"),
-        "/state": (str(state / "notes" / MANAGER), "rw"),
-        "/shared": (str(state / "shared"), "rw"),
-        "/agents": (str(state / "agents"), "rw"),
-        "/applied": (str(state / "applied"), "ro"),
-        "/meta": (str(state / "meta"), "ro"),
-        "/notes": (str(state / "notes"), "ro"),
-    }
+    assert boxed.bind_mounts(MANAGER) == expected_binds(boxed, MANAGER, manager=True)
     # /agents is read-write: a change to alice's proposed repo reaches the host. No
     # agent's notes are in it any more (no bind source lies inside a writable bind).
     out = boxed.in_container(

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.hostbox.boxed import BoxedHive, assert_status_agrees, boxed_hive
+from tests.hostbox.boxed import expected_binds as boxed_expected_binds
 
 pytestmark = pytest.mark.hostbox
 
@@ -99,24 +100,9 @@ def planted(boxed: BoxedHive, secret: Path) -> Iterator[dict[Path, str]]:
 
 
 def expected_binds(boxed: BoxedHive) -> dict[str, dict[str, tuple[str, str]]]:
-    state, run = boxed.dirs.state, boxed.dirs.runtime_root
     return {
-        MANAGER: {
-            "/run/hive": (str(run / "manager"), "rw"),
-            "/root/.claude": (str(state / "credentials" / MANAGER), "rw"),
-            "/state": (str(state / "notes" / MANAGER), "rw"),
-            "/shared": (str(state / "shared"), "rw"),
-            "/agents": (str(state / "agents"), "rw"),
-            "/applied": (str(state / "applied"), "ro"),
-            "/meta": (str(state / "meta"), "ro"),
-            "/notes": (str(state / "notes"), "ro"),
-        },
-        AGENT: {
-            "/run/hive": (str(run / "agents" / AGENT), "rw"),
-            "/root/.claude": (str(state / "credentials" / AGENT), "rw"),
-            f"/agents/{AGENT}/state": (str(state / "notes" / AGENT), "rw"),
-            "/shared": (str(state / "shared"), "rw"),
-        },
+        MANAGER: boxed_expected_binds(boxed, MANAGER, manager=True),
+        AGENT: boxed_expected_binds(boxed, AGENT, manager=False),
     }
 
 
