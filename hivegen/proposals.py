@@ -269,6 +269,27 @@ class Proposals:
         system_before = hive.host.system(spec.container)
         try:
             hive.meta.prepare(agent)
+        except HivegenError as exc:
+            # Not the proposal's fault (a stale git lock, a damaged flake.lock, a full
+            # disk): everything goes back and the proposal stays approvable.
+            git.run(applied, "update-ref", MAIN, old_main, sha)
+            check_out_main(git, applied)
+            try:
+                hive.meta.abort(agent)
+            except HivegenError as undo:
+                # Left `building`: the next approve (or doctor --repair) finishes the undo.
+                raise HivegenError(
+                    f"could not stage {agent}'s new commit in the meta flake: {exc.message}\n"
+                    f"and undoing it failed too: {undo.message}\nnothing was built",
+                    hint=f"fix the cause (hivegen doctor), then: hivegen approve {proposal.id}",
+                ) from exc
+            self.store.set_status(proposal.id, ProposalStatus.PENDING)
+            raise HivegenError(
+                f"could not stage {agent}'s new commit in the meta flake: {exc.message}\n"
+                f"nothing was built; proposal {proposal.id} is still pending",
+                hint=f"fix the cause (hivegen doctor), then: hivegen approve {proposal.id}",
+            ) from exc
+        try:
             hive.host.update(spec.container, hive.host.flake_ref(agent))
         except HivegenError as exc:
             error = _error_text(exc)

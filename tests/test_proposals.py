@@ -295,3 +295,23 @@ def test_cli_flow(hive: Hive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
         "deployed",
         "deployed",
     ]
+
+
+def test_an_infrastructure_error_is_not_a_build_failure(hive: Hive, proposals: Proposals) -> None:
+    # A stale git lock in the meta repo: nothing is wrong with the proposal, so it must
+    # not end as failed/N (which could never be approved again).
+    proposal = proposals.propose("alice", manager_commit(hive, GOOD))
+    lock = hive.layout.meta / ".git" / "index.lock"
+    lock.write_text("")
+    with pytest.raises(HivegenError, match="could not stage alice's new commit") as info:
+        proposals.approve(proposal.id)
+    assert "nothing was built" in info.value.message
+    assert not isinstance(info.value, BuildFailed)
+    assert f"failed/{proposal.id}" not in tags(hive)
+    assert proposals.store.get(proposal.id).status in (
+        ProposalStatus.PENDING,
+        ProposalStatus.BUILDING,  # the undo needs the same lock: the next approve ends it
+    )
+    lock.unlink()
+    deployment = proposals.approve(proposal.id)
+    assert deployment.proposal.status is ProposalStatus.DEPLOYED
