@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -82,6 +83,15 @@ def _row(row: sqlite3.Row) -> Proposal:
     )
 
 
+def _rows(db: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> list[sqlite3.Row]:
+    """Rows of a query; none from a database no proposal was ever written to (a fresh
+    file has no table yet, and a read never creates one)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0:
+        return []
+    return db.execute(sql, args).fetchall()
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -102,12 +112,62 @@ class Store:
             self._migrate(connection)
             yield connection
             connection.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            self._rollback(connection)
+            raise self._error(exc) from exc
         except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
+            self._rollback(connection)
             raise
         finally:
             connection.close()
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read-only snapshot that never waits for a writer (WAL readers do not block)
+        and never creates or changes the file; a damaged file is one clear error."""
+        try:
+            connection = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, timeout=2, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        connection.row_factory = sqlite3.Row
+        try:
+            connection.execute("BEGIN")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise HivegenError(
+                    f"{self.path} has schema version {version}; this hivegen knows "
+                    f"{SCHEMA_VERSION}",
+                    hint="upgrade hivegen",
+                )
+            yield connection
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from exc
+        finally:
+            connection.close()
+
+    @staticmethod
+    def _rollback(connection: sqlite3.Connection) -> None:
+        if connection.in_transaction:
+            # The error being raised says more than a failed rollback would.
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+
+    def _error(self, exc: sqlite3.Error) -> HivegenError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return HivegenError(
+                f"{self.path} is busy: another hivegen is writing to it ({text})",
+                hint="re-run in a moment",
+            )
+        if "no such table" in text:
+            return HivegenError(f"{self.path} is not a hivegen database ({text})")
+        return HivegenError(
+            f"{self.path} is damaged or not a hivegen database ({text})",
+            hint="restore it from a backup; the applied repos' tags keep the record of "
+            "every proposal (git tag --list in <state>/applied/<agent>)",
+        )
 
     def _migrate(self, connection: sqlite3.Connection) -> None:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
@@ -130,8 +190,9 @@ class Store:
     def get(self, proposal_id: int) -> Proposal:
         if not self.path.exists():  # reading never creates the database
             raise UsageError(f"no proposal {proposal_id}", hint="hivegen pending lists them")
-        with self.connect() as db:
-            row = db.execute("SELECT * FROM proposals WHERE id = ?", (proposal_id,)).fetchone()
+        with self.read() as db:
+            found = _rows(db, "SELECT * FROM proposals WHERE id = ?", (proposal_id,))
+        row = found[0] if found else None
         if row is None:
             raise UsageError(f"no proposal {proposal_id}", hint="hivegen pending lists them")
         return _row(row)
@@ -139,50 +200,51 @@ class Store:
     def pending(self) -> list[Proposal]:
         if not self.path.exists():
             return []
-        with self.connect() as db:
-            rows = db.execute(
-                "SELECT * FROM proposals WHERE status = ? ORDER BY id", (ProposalStatus.PENDING,)
-            ).fetchall()
+        with self.read() as db:
+            rows = _rows(
+                db,
+                "SELECT * FROM proposals WHERE status = ? ORDER BY id",
+                (ProposalStatus.PENDING,),
+            )
         return [_row(r) for r in rows]
 
     def pending_counts(self) -> dict[str, int]:
         if not self.path.exists():
             return {}
-        with self.connect() as db:
-            rows = db.execute(
+        with self.read() as db:
+            rows = _rows(
+                db,
                 "SELECT agent, COUNT(*) AS n FROM proposals WHERE status = ? GROUP BY agent",
                 (ProposalStatus.PENDING,),
-            ).fetchall()
+            )
         return {r["agent"]: r["n"] for r in rows}
 
     def of_agent(self, agent: str) -> list[Proposal]:
         if not self.path.exists():
             return []
-        with self.connect() as db:
-            rows = db.execute(
-                "SELECT * FROM proposals WHERE agent = ? ORDER BY id DESC", (agent,)
-            ).fetchall()
+        with self.read() as db:
+            rows = _rows(db, "SELECT * FROM proposals WHERE agent = ? ORDER BY id DESC", (agent,))
         return [_row(r) for r in rows]
 
     def last_deployed(self, agent: str) -> Proposal | None:
         """The agent's proposal deployed most recently (ids need not be in deploy order)."""
         if not self.path.exists():
             return None
-        with self.connect() as db:
-            row = db.execute(
+        with self.read() as db:
+            found = _rows(
+                db,
                 "SELECT * FROM proposals WHERE agent = ? AND status = ? "
                 "ORDER BY resolved DESC, id DESC LIMIT 1",
                 (agent, ProposalStatus.DEPLOYED),
-            ).fetchone()
+            )
+            row = found[0] if found else None
         return _row(row) if row else None
 
     def in_status(self, status: ProposalStatus) -> list[Proposal]:
         if not self.path.exists():
             return []
-        with self.connect() as db:
-            rows = db.execute(
-                "SELECT * FROM proposals WHERE status = ? ORDER BY id", (status,)
-            ).fetchall()
+        with self.read() as db:
+            rows = _rows(db, "SELECT * FROM proposals WHERE status = ? ORDER BY id", (status,))
         return [_row(r) for r in rows]
 
     # -- changes ------------------------------------------------------------------------

@@ -1,0 +1,72 @@
+"""Read-only verbs never wait on hive.sqlite and never crash on it (issue 12, item 8)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from hivegen.cli import main
+from hivegen.config import load_config
+from hivegen.hive import Hive
+from hivegen.proposals import Proposals
+from tests.conftest import commit_dir, sim_config
+
+
+@pytest.fixture
+def hive(tmp_path: Path, hyperhive_flake: str) -> Hive:
+    hive = Hive(load_config(sim_config(tmp_path, hyperhive_flake)))
+    hive.spawn("alice")
+    proposed = hive.layout.proposed("alice")
+    (proposed / "agent.nix").write_text("{ ... }: { }  # one\n")
+    Proposals(hive).propose("alice", commit_dir(proposed, "one"))
+    return hive
+
+
+def cli(hive: Hive, *args: str) -> int:
+    assert hive.config.source is not None
+    return main(["--config", str(hive.config.source), *args])
+
+
+def test_status_does_not_wait_for_a_writer(hive: Hive, capsys: pytest.CaptureFixture[str]) -> None:
+    writer = sqlite3.connect(hive.layout.database, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE proposals SET note = 'being written' WHERE id = 1")
+        start = time.monotonic()
+        capsys.readouterr()
+        assert cli(hive, "status") == 0
+        assert cli(hive, "pending") == 0
+        assert cli(hive, "history", "alice") == 0
+        elapsed = time.monotonic() - start
+        out = capsys.readouterr().out
+        assert "being written" not in out  # the snapshot before the writer's change
+        assert "one" in out
+        assert elapsed < 10, elapsed  # a write lock would have waited 30 s, then crashed
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+@pytest.mark.parametrize("content", [b"garbage, not sqlite\n" * 100, b""])
+def test_a_damaged_database_is_one_clear_line(
+    hive: Hive, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    database = hive.layout.database
+    for suffix in ("-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    database.write_bytes(content)
+    capsys.readouterr()
+    code = cli(hive, "pending")
+    err = capsys.readouterr().err
+    if content:
+        assert code == 1
+        assert f"{database} is damaged or not a hivegen database" in err
+        assert "Traceback" not in err
+        assert cli(hive, "status") == 1
+    else:
+        # An empty file is a database no proposal was ever written to.
+        assert code == 0
+    assert database.read_bytes() == content  # a read never changes the file
