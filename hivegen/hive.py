@@ -11,7 +11,7 @@ import os
 import shutil
 import stat
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
@@ -272,15 +272,18 @@ class Hive:
             return None
         return (tag, Path(system)) if system else None
 
-    def start_container(self, spec: AgentSpec) -> None:
-        """`nixos-container start`, with the container's system built first if its
-        profile is missing (a create that failed mid-build): otherwise the unit's start
-        script runs `nixos-container update <c>` itself, which rebuilds the conf's
-        `FLAKE=` with the attribute "container", which the meta flake does not have."""
+    def start_container(self, spec: AgentSpec, unit: UnitState) -> None:
+        """`nixos-container start` of a container not running (`unit`, as just read).
+
+        Its system is built first if its profile is missing (a create that failed
+        mid-build): otherwise the unit's start script runs `nixos-container update <c>`
+        itself, which rebuilds the conf's `FLAKE=` with the attribute "container", which
+        the meta flake does not have. A failed unit is reset first: an operator's start
+        is deliberate, and must not meet systemd's start limit."""
         if not self.host.has_profile(spec.container):
             self.host.update(spec.container, self.host.flake_ref(spec.name))
             self.record_system(spec)
-        if self.host.unit_state(spec.container).active is ActiveState.FAILED:
+        if unit.active is ActiveState.FAILED:
             self.host.reset_failed(spec.container)
         self.host.start(spec.container)
 
@@ -290,9 +293,11 @@ class Hive:
     def restart_container(self, spec: AgentSpec) -> None:
         """Stop and start, marked so that an interruption in between is finished later."""
         fsutil.write_atomic(self._restart_mark(spec), "")
-        if not self.host.unit_state(spec.container).settled:
+        unit = self.host.unit_state(spec.container)
+        if not unit.settled:
             self.host.stop(spec.container)
-        self.start_container(spec)
+            unit = replace(unit, active=ActiveState.INACTIVE)  # what a stop leaves
+        self.start_container(spec, unit)
         self._restart_mark(spec).unlink(missing_ok=True)
 
     def restart_pending(self, spec: AgentSpec) -> bool:
@@ -302,9 +307,10 @@ class Hive:
         """Start a container whose restart was interrupted after its stop; True if it did."""
         if not self.restart_pending(spec):
             return False
-        if not self.host.unit_state(spec.container).running:
+        unit = self.host.unit_state(spec.container)
+        if not unit.running:
             self.verify_binds(spec)
-            self.start_container(spec)
+            self.start_container(spec, unit)
         self._restart_mark(spec).unlink(missing_ok=True)
         return True
 
@@ -364,8 +370,9 @@ class Hive:
             self.record_system(spec)
             if self._write_host_files(spec):
                 steps.append("wrote nspawn flags and limits")
-            if not self.host.unit_state(spec.container).running:
-                self.start_container(spec)
+            unit = self.host.unit_state(spec.container)
+            if not unit.running:
+                self.start_container(spec, unit)
                 steps.append(f"started {spec.container}")
         return StepLog(tuple(steps))
 
@@ -375,12 +382,13 @@ class Hive:
         with self.locked():
             spec = self.registered(name)
             self.require_container(spec)
-            if self.host.unit_state(spec.container).running:
+            unit = self.host.unit_state(spec.container)
+            if unit.running:
                 return StepLog((f"{spec.container} is already running",))
             self.check_port(spec, running_only=True)
             self._ensure_dirs(spec)
             self._write_host_files(spec)
-            self.start_container(spec)
+            self.start_container(spec, unit)
         return StepLog((f"started {spec.container}",))
 
     def stop(self, name: str) -> StepLog:
