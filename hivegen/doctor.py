@@ -11,8 +11,9 @@ import shutil
 import stat
 from pathlib import Path
 
-from hivegen import hostcheck, nspawn, registry, safepath, snapshot
+from hivegen import hostcheck, nspawn, policy, registry, safepath, snapshot
 from hivegen import meta as meta_mod
+from hivegen.errors import UsageError
 from hivegen.findings import Check, Finding, Report, Severity
 from hivegen.hive import Hive
 from hivegen.names import AGENT_PREFIX, AgentSpec
@@ -61,8 +62,10 @@ class Doctor:
         building = self.proposals.store.in_status(ProposalStatus.BUILDING)
         findings += self._interrupted_approves(building)
         building_agents = {p.agent for p in building}
+        indexed = self.proposals.store.ids()
         for name in (*scan.registered, *scan.tombstones):
             findings += self._repos(name, busy=name in building_agents)
+            findings += self._orphan_tags(name, indexed)
         if not any(f.check is Check.INTERRUPTED_APPROVE for f in findings):
             findings += self._meta(scan.registered)
         findings += self._containers(scan.registered, scan.tombstones)
@@ -70,6 +73,65 @@ class Doctor:
         findings += self._ports(scan.registered)
         findings += self._leftovers()
         return findings
+
+    def _orphan_tags(self, name: str, indexed: set[int]) -> list[Finding]:
+        """proposal/<id> tags the index does not know. A propose killed after writing
+        its tag leaves one with nothing after it: adopted, pending, as the proposal it
+        was. One with approve/outcome tags is only reported: the order of deploys cannot
+        be read back from times, and --repair never guesses which deploy is current."""
+        git_dir = self.layout.applied(name) / ".git"
+        found = []
+        for proposal_id, sha in sorted(registry.proposal_tags(git_dir).items()):
+            if proposal_id in indexed:
+                continue
+            later = [
+                f"{step}/{proposal_id}"
+                for step in ("approved", "building", "deployed", "failed", "denied")
+                if registry.has_ref(git_dir, f"refs/tags/{step}/{proposal_id}")
+            ]
+            if later:
+                found.append(
+                    Finding(
+                        Check.APPLIED_REPO,
+                        name,
+                        f"proposal/{proposal_id} ({sha[:12]}) and {', '.join(later)} are not "
+                        f"in {self.layout.database}",
+                        hint="restore hive.sqlite from a backup; the tags in "
+                        f"{self.layout.applied(name)} keep the record",
+                    )
+                )
+                continue
+
+            try:
+                # The propose may have died before its policy check: checked again now.
+                policy.check_commit(self.hive.git, self.layout.applied(name), name, sha)
+            except UsageError as exc:
+                found.append(
+                    Finding(
+                        Check.APPLIED_REPO,
+                        name,
+                        f"proposal/{proposal_id} ({sha[:12]}) is not in the index, and its "
+                        f"commit is refused: {exc.message}",
+                        hint="not adopted; the tag is kept (hivegen never deletes one)",
+                        severity=Severity.NOTE,
+                    )
+                )
+                continue
+
+            def adopt(i: int = proposal_id, n: str = name, sha: str = sha) -> str:
+                self.proposals.store.adopt(i, n, sha, ProposalStatus.PENDING)
+                return f"{n}: proposal {i} ({sha[:12]}) adopted from its tag, pending"
+
+            found.append(
+                Finding(
+                    Check.APPLIED_REPO,
+                    name,
+                    f"proposal/{proposal_id} ({sha[:12]}) is not in {self.layout.database}: a "
+                    "propose was interrupted after its tag was written",
+                    repair=adopt,
+                )
+            )
+        return found
 
     def _interrupted_approves(self, building: list[Proposal]) -> list[Finding]:
         found = []

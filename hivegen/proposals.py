@@ -106,8 +106,9 @@ class Proposals:
                         f"no commit {rev} in {agent}'s proposed repo "
                         f"({self.layout.proposed(agent)})"
                     )
+                above = registry.highest_proposal_id(self.hive.config)
                 with self.store.connect() as db:
-                    proposal_id = self.store.insert(db, agent, ProposalKind.APPLY, rev)
+                    proposal_id = self.store.insert(db, agent, ProposalKind.APPLY, rev, above=above)
                     tag = f"proposal/{proposal_id}"
                     if registry.has_ref(applied / ".git", f"refs/tags/{tag}"):
                         raise HivegenError(
@@ -239,8 +240,9 @@ class Proposals:
             sha = registry.read_ref(applied / ".git", f"refs/tags/{to}")
             if sha is None:
                 raise UsageError(f"{agent} has no tag {to}", hint=f"hivegen history {agent}")
+            above = registry.highest_proposal_id(self.hive.config)
             with self.store.connect() as db:
-                proposal_id = self.store.insert(db, agent, ProposalKind.ROLLBACK, to)
+                proposal_id = self.store.insert(db, agent, ProposalKind.ROLLBACK, to, above=above)
                 self._tag(agent, f"proposal/{proposal_id}", sha)
                 db.execute(
                     "UPDATE proposals SET fetched_sha = ?, note = ? WHERE id = ?",

@@ -137,3 +137,27 @@ def scan(config: Config) -> Registry:
 def registered_agents(config: Config) -> tuple[str, ...]:
     """Sorted names of every agent whose applied repo has `deployed/0` and no tombstone."""
     return scan(config).registered
+
+
+PROPOSAL_PREFIX = "refs/tags/proposal/"
+
+
+def proposal_tags(git_dir: Path) -> dict[int, str]:
+    """proposal/<id> tags of one applied repo: id → the sha it pins (read as files)."""
+    found = {}
+    for ref, sha in refs_under(git_dir, PROPOSAL_PREFIX).items():
+        suffix = ref[len(PROPOSAL_PREFIX) :]
+        if suffix.isdigit():
+            found[int(suffix)] = sha
+    return found
+
+
+def highest_proposal_id(config: Config) -> int:
+    """The highest proposal id any applied repo's tags record (0 if none)."""
+    highest = 0
+    found = scan(config)
+    for name in found.registered + found.tombstones:
+        tags = proposal_tags(config.layout.applied(name) / ".git")
+        if tags:
+            highest = max(highest, *tags)
+    return highest

@@ -250,15 +250,51 @@ class Store:
     # -- changes ------------------------------------------------------------------------
 
     def insert(
-        self, db: sqlite3.Connection, agent: str, kind: ProposalKind, commit_ref: str
+        self,
+        db: sqlite3.Connection,
+        agent: str,
+        kind: ProposalKind,
+        commit_ref: str,
+        *,
+        above: int = 0,
     ) -> int:
-        cursor = db.execute(
-            "INSERT INTO proposals (agent, kind, commit_ref, status, created) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (agent, kind, commit_ref, ProposalStatus.PENDING, time.time()),
+        """A new row; its id is above every id the index has ever given and above `above`
+        (the highest proposal id the applied repos' tags know): ids are never reused,
+        even after a crash left a tag the index lost, or a lost database."""
+        last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'proposals'").fetchone()
+        proposal_id = max(last[0] if last else 0, above) + 1
+        db.execute(
+            "INSERT INTO proposals (id, agent, kind, commit_ref, status, created) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (proposal_id, agent, kind, commit_ref, ProposalStatus.PENDING, time.time()),
         )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        return proposal_id
+
+    def adopt(self, proposal_id: int, agent: str, sha: str, status: ProposalStatus) -> None:
+        """Index a proposal the applied repo's tags record but the index lost (a propose
+        killed after its tag was written): its id, commit and state from the tags."""
+        with self.connect() as db:
+            db.execute(
+                "INSERT INTO proposals (id, agent, kind, commit_ref, fetched_sha, status, "
+                "note, created, resolved) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    proposal_id,
+                    agent,
+                    ProposalKind.APPLY,
+                    sha[:12],
+                    sha,
+                    status,
+                    "adopted from its tags by hivegen doctor --repair",
+                    time.time(),
+                    None if status is ProposalStatus.PENDING else time.time(),
+                ),
+            )
+
+    def ids(self) -> set[int]:
+        if not self.path.exists():
+            return set()
+        with self.read() as db:
+            return {r["id"] for r in _rows(db, "SELECT id FROM proposals", ())}
 
     def set_status(
         self,

@@ -1,8 +1,13 @@
-"""Read-only verbs never wait on hive.sqlite and never crash on it (issue 12, item 8)."""
+"""hive.sqlite as an index: read-only verbs never wait on it or crash on it, and its ids
+are never reused (issue 12)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +17,7 @@ from hivegen.cli import main
 from hivegen.config import load_config
 from hivegen.hive import Hive
 from hivegen.proposals import Proposals
-from tests.conftest import commit_dir, sim_config
+from tests.conftest import commit_dir, git, sim_config
 
 
 @pytest.fixture
@@ -70,3 +75,36 @@ def test_a_damaged_database_is_one_clear_line(
         # An empty file is a database no proposal was ever written to.
         assert code == 0
     assert database.read_bytes() == content  # a read never changes the file
+
+
+def test_a_propose_killed_after_its_tag_never_reuses_the_id(
+    tmp_path: Path, hyperhive_flake: str
+) -> None:
+    """Issue 12, reproduction 1: killed while `nix-instantiate --parse` runs, after the
+    proposal tag is written; the sqlite row rolls back with the process."""
+    config_path = sim_config(tmp_path, hyperhive_flake)
+    hive = Hive(load_config(config_path))
+    hive.spawn("alice")
+    proposed = hive.layout.proposed("alice")
+    (proposed / "agent.nix").write_text("{ ... }: { }  # first\n")
+    first = commit_dir(proposed, "first")
+    killer = tmp_path / "killer-bin"
+    killer.mkdir()
+    (killer / "nix-instantiate").write_text("#!/bin/sh\nkill -9 $PPID\nsleep 5\n")
+    (killer / "nix-instantiate").chmod(0o755)
+    env = {**os.environ, "PATH": f"{killer}{os.pathsep}{os.environ['PATH']}"}
+    argv = [sys.executable, "-m", "hivegen", "--config", str(config_path), "propose"]
+    killed = subprocess.run([*argv, "alice", first], env=env, capture_output=True, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    applied = hive.layout.applied("alice")
+    assert "proposal/1" in git(applied, "tag", "--list").split()
+    assert Proposals(hive).store.ids() == set()  # the row rolled back with the process
+
+    (proposed / "agent.nix").write_text("{ ... }: { }  # second\n")
+    second = Proposals(hive).propose("alice", commit_dir(proposed, "second"))
+    assert second.id == 2  # never the orphan's id
+    assert cli(hive, "doctor") == 3
+    assert cli(hive, "doctor", "--repair") == 0
+    pending = {p.id: p.fetched_sha for p in Proposals(hive).store.pending()}
+    assert pending == {1: first, 2: second.fetched_sha}
+    assert Proposals(hive).approve(1).proposal.status == "deployed"
