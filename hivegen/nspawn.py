@@ -194,7 +194,7 @@ def write_dropin(config: Config, spec: AgentSpec) -> bool:
     text = render_limits_dropin(config.limits_for(spec.name))
     pending = directory / RELOAD_PENDING
     current = directory / LIMITS_DROPIN
-    legacy = [directory / name for name in LEGACY_DROPINS if (directory / name).exists()]
+    legacy = _legacy_dropins(config, spec.container)
     if current.is_file() and not pending.exists() and not legacy and current.read_text() == text:
         return False
     fsutil.write_atomic(pending, "")
@@ -204,9 +204,13 @@ def write_dropin(config: Config, spec: AgentSpec) -> bool:
     return True
 
 
-def has_legacy_dropin(config: Config, container: str) -> bool:
+def _legacy_dropins(config: Config, container: str) -> list[Path]:
     directory = dropin_dir(config, container)
-    return any((directory / name).exists() for name in LEGACY_DROPINS)
+    return [directory / name for name in LEGACY_DROPINS if (directory / name).exists()]
+
+
+def has_legacy_dropin(config: Config, container: str) -> bool:
+    return bool(_legacy_dropins(config, container))
 
 
 # Where else systemd looks for a container unit's drop-ins (systemd.unit(5)), highest

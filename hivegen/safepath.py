@@ -44,7 +44,14 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class UnsafePath(UsageError):
-    """A path hivegen must use is a symlink, the wrong type, or owned by someone else."""
+    """A path hivegen must use is a symlink, the wrong type, or owned by someone else.
+
+    `problem` says which path and what was found (None for a path that is only missing
+    or not allowed as written)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, problem: Problem | None = None):
+        super().__init__(message, hint=hint)
+        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +125,7 @@ def open_root(root: Path) -> int:
         raise UnsafePath(
             f"{root} is {problem}: hivegen's roots must be root's alone",
             hint=f"chown root:root {root} && chmod go-w {root}",
+            problem=Problem(root, problem),
         )
     return fd
 
@@ -160,12 +168,16 @@ def open_dir(
                     Problem(here, problem).message(),
                     hint="something replaced a path hivegen owns; hivegen doctor lists every "
                     "such path (nothing was started or written through it)",
+                    problem=Problem(here, problem),
                 )
             child = os.open(name, _DIR_FLAGS, dir_fd=fd)
             opened = os.fstat(child)
             if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
                 os.close(child)  # swapped between the lstat and the open
-                raise UnsafePath(f"{here} changed while hivegen was checking it")
+                raise UnsafePath(
+                    f"{here} changed while hivegen was checking it",
+                    problem=Problem(here, "changing while hivegen checks it"),
+                )
             if create_mode is not None and (created or (last and enforce_mode)):
                 # Through the fd: exact (mkdir's mode is filtered by the umask), and the
                 # directory just checked, whatever its name points at by now.
@@ -214,36 +226,14 @@ def lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
 
 
 def survey(root: Path, rel: str | PurePosixPath, *, owned: int | None = None) -> Problem | None:
-    """Like `check_dir`, for reports: the first problem on the way, or None (also when
-    the path is simply missing). Never follows, never creates, never raises for a bad
-    entry."""
-    parts = _parts(rel)
-    owned = len(parts) - 1 if owned is None else owned
+    """`check_dir` for reports: the first problem on the way, or None (also when the path
+    is simply missing). Never follows, never creates, never raises for a bad entry."""
     try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        os.close(open_dir(root, rel, owned=owned))
     except FileNotFoundError:
-        return None
+        return None  # the root itself
+    except UnsafePath as exc:
+        return exc.problem
     except OSError as exc:
-        return Problem(root, f"unusable ({exc.strerror})")
-    problem = owner_problem(os.fstat(fd))
-    if problem is not None:
-        os.close(fd)
-        return Problem(root, problem)
-    here = root
-    try:
-        for index, name in enumerate(parts):
-            here = here / name
-            st = lstat_at(fd, name)
-            if st is None:
-                return None
-            problem = dir_problem(st, fd, name, owned=index < owned)
-            if problem is not None:
-                return Problem(here, problem)
-            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = child
-    except OSError as exc:
-        return Problem(here, f"unreadable ({exc.strerror})")
-    finally:
-        os.close(fd)
+        return Problem(root.joinpath(str(rel)), f"unreadable ({exc.strerror})")
     return None

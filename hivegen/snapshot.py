@@ -58,21 +58,34 @@ def open_proposed_git(state_root: Path, name: str) -> int:
     return safepath.open_dir(state_root, proposed_git_rel(name), owned=0)
 
 
-def read_small_file(dir_fd: int, rel: str, where: Path) -> bytes | None:
-    """A regular file below `dir_fd` (no symlink on the way), or None when missing."""
-    parts = rel.split("/")
+def _parent_fd(dir_fd: int, rel: str, where: Path) -> int | None:
+    """An fd of the directory holding `rel` below `dir_fd` (no symlink on the way), or
+    None when part of the way is missing; the caller closes it."""
     fd = os.dup(dir_fd)
     try:
-        for name in parts[:-1]:
+        for name in rel.split("/")[:-1]:
             st = safepath.lstat_at(fd, name)
             if st is None:
+                os.close(fd)
                 return None
             if not stat.S_ISDIR(st.st_mode):
                 raise HostileRepo(f"{where / rel}: {name} is {safepath.describe(st, fd, name)}")
             child = os.open(name, _DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = child
-        return _read_regular(fd, parts[-1], where / rel, MAX_SMALL_FILE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_small_file(dir_fd: int, rel: str, where: Path) -> bytes | None:
+    """A regular file below `dir_fd` (no symlink on the way), or None when missing."""
+    fd = _parent_fd(dir_fd, rel, where)
+    if fd is None:
+        return None
+    try:
+        return _read_regular(fd, rel.rsplit("/", maxsplit=1)[-1], where / rel, MAX_SMALL_FILE)
     finally:
         os.close(fd)
 
@@ -197,7 +210,7 @@ def snapshot(state_root: Path, git: Git, name: str) -> Iterator[Snapshot]:
     tmp = Path(tempfile.mkdtemp(prefix=f".hivegen-snapshot-{name}-", dir=state_root))
     try:
         for rel in BORROWING:
-            st = _lstat_rel(git_fd, rel)
+            st = _lstat_rel(git_fd, rel, where)
             if st is not None:
                 raise HostileRepo(
                     f"{where / rel} exists: a proposed repo must keep its own objects "
@@ -221,18 +234,12 @@ def snapshot(state_root: Path, git: Git, name: str) -> Iterator[Snapshot]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _lstat_rel(dir_fd: int, rel: str) -> os.stat_result | None:
-    parts = rel.split("/")
-    fd = os.dup(dir_fd)
+def _lstat_rel(dir_fd: int, rel: str, where: Path) -> os.stat_result | None:
+    fd = _parent_fd(dir_fd, rel, where)
+    if fd is None:
+        return None
     try:
-        for name in parts[:-1]:
-            st = safepath.lstat_at(fd, name)
-            if st is None or not stat.S_ISDIR(st.st_mode):
-                return None
-            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = child
-        return safepath.lstat_at(fd, parts[-1])
+        return safepath.lstat_at(fd, rel.rsplit("/", maxsplit=1)[-1])
     finally:
         os.close(fd)
 
