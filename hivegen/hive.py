@@ -19,6 +19,7 @@ from hivegen import fsutil, notes, nspawn, registry, safepath
 from hivegen.config import Config, Limits
 from hivegen.containers import ActiveState, Host, UnitState
 from hivegen.errors import HivegenError
+from hivegen.layout import TOP_DIRS
 from hivegen.meta import Meta, SyncPlan, SyncResult, UpdateResult, input_name
 from hivegen.names import AGENT_PREFIX, AgentSpec, Role
 from hivegen.repos import git_for, seed
@@ -129,19 +130,12 @@ class Hive:
         """Create the state root layout and migrate old notes; idempotent. Credentials
         are always 0700. Nothing is created or moved through a symlink."""
         layout = self.layout
-        dirs = [
-            ("agents", 0o755, False),
-            ("notes", 0o755, False),
-            ("credentials", 0o700, True),
-            ("applied", 0o755, False),
-            ("meta", 0o755, False),
-            ("shared", 0o755, False),
-        ]
         created: list[Path] = []
         fixed: list[Path] = []
         migrated: list[str] = []
         with self.locked():
-            for rel, mode, enforce in dirs:
+            for rel, mode in TOP_DIRS:
+                enforce = mode == 0o700  # a private dir is forced back to its mode
                 path = layout.root / rel
                 before = path.lstat().st_mode & 0o7777 if path.is_dir() else None
                 safepath.check_dir(layout.root, rel, create_mode=mode, enforce_mode=enforce)

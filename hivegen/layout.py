@@ -5,6 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The state root's directories and their modes (credentials are never readable by
+# others); `init` makes them, doctor checks them.
+TOP_DIRS = (
+    ("agents", 0o755),
+    ("notes", 0o755),
+    ("credentials", 0o700),
+    ("applied", 0o755),
+    ("meta", 0o755),
+    ("shared", 0o755),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Layout:

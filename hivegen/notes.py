@@ -28,7 +28,6 @@ from hivegen import safepath
 from hivegen.errors import HivegenError
 from hivegen.layout import Layout
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 LEGACY = "state"
 
 

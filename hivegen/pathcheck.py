@@ -18,9 +18,8 @@ from pathlib import Path, PurePosixPath
 
 from hivegen import notes, safepath, snapshot
 from hivegen.config import Config
+from hivegen.layout import TOP_DIRS
 from hivegen.nspawn import binds
-
-TOP_DIRS = ("agents", "notes", "credentials", "applied", "meta", "shared")
 
 
 class PathIssue(StrEnum):
@@ -49,7 +48,7 @@ def survey(config: Config, agents: tuple[str, ...]) -> list[PathFinding]:
         if problem is not None and all(f.path != problem.path for f in found):
             found.append(PathFinding(PathIssue.UNSAFE, agent, problem.path, problem.message()))
 
-    for rel in TOP_DIRS:
+    for rel, _mode in TOP_DIRS:
         unsafe(None, root, PurePosixPath(rel))
     found += _planted_in_agents(layout.agents)
     for name in agents:
@@ -101,33 +100,28 @@ def _planted(entry: os.DirEntry[str], agent: str) -> PathFinding:
 
 
 def _borrowing(root: Path, name: str) -> list[PathFinding]:
+    """The same files propose refuses, read through fds (snapshot.borrowing)."""
     git_dir = root / snapshot.proposed_git_rel(name)
-    found = []
-    for rel in snapshot.BORROWING:
-        path = git_dir / rel
-        if path.is_dir() and not path.is_symlink():
-            continue
-        if os.path.lexists(path) and not _is_below_link(root, path):
-            found.append(
-                PathFinding(
-                    PathIssue.BORROWING,
-                    name,
-                    path,
-                    f"{path} exists: git would read objects or refs from another repo on the "
-                    "host; propose refuses this repo until it is removed",
-                )
-            )
-    return found
-
-
-def _is_below_link(root: Path, path: Path) -> bool:
-    """Is any directory between `root` and `path` a symlink (reported elsewhere)?"""
-    here = root
-    for part in path.relative_to(root).parts[:-1]:
-        here = here / part
-        if here.is_symlink():
-            return True
-    return False
+    try:
+        fd = snapshot.open_proposed_git(root, name)
+    except (safepath.UnsafePath, OSError):
+        return []  # missing, or unsafe on the way: reported as such
+    try:
+        found = snapshot.borrowing(fd, git_dir)
+    except snapshot.HostileRepo:
+        return []  # a non-directory on the way; propose names it
+    finally:
+        os.close(fd)
+    return [
+        PathFinding(
+            PathIssue.BORROWING,
+            name,
+            git_dir / rel,
+            f"{git_dir / rel} exists: git would read objects or refs from another repo on "
+            "the host; propose refuses this repo until it is removed",
+        )
+        for rel in found
+    ]
 
 
 def _what(path: Path, st: os.stat_result) -> str:

@@ -209,14 +209,12 @@ def snapshot(state_root: Path, git: Git, name: str) -> Iterator[Snapshot]:
     git_fd = open_proposed_git(state_root, name)
     tmp = Path(tempfile.mkdtemp(prefix=f".hivegen-snapshot-{name}-", dir=state_root))
     try:
-        for rel in BORROWING:
-            st = _lstat_rel(git_fd, rel, where)
-            if st is not None:
-                raise HostileRepo(
-                    f"{where / rel} exists: a proposed repo must keep its own objects "
-                    "(it would make git read another repository on the host)",
-                    hint=f"remove it inside the manager: rm /agents/{name}/config/.git/{rel}",
-                )
+        for rel in borrowing(git_fd, where):
+            raise HostileRepo(
+                f"{where / rel} exists: a proposed repo must keep its own objects "
+                "(it would make git read another repository on the host)",
+                hint=f"remove it inside the manager: rm /agents/{name}/config/.git/{rel}",
+            )
         main = read_main(git_fd, where)
         git.run(None, "init", "--quiet", "--bare", str(tmp))
         st = safepath.lstat_at(git_fd, "objects")
@@ -232,6 +230,11 @@ def snapshot(state_root: Path, git: Git, name: str) -> Iterator[Snapshot]:
     finally:
         os.close(git_fd)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def borrowing(git_fd: int, where: Path) -> list[str]:
+    """Which of BORROWING a `.git` (held open) has: each makes git read elsewhere."""
+    return [rel for rel in BORROWING if _lstat_rel(git_fd, rel, where) is not None]
 
 
 def _lstat_rel(dir_fd: int, rel: str, where: Path) -> os.stat_result | None:
