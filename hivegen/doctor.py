@@ -119,7 +119,7 @@ class Doctor:
                 continue
 
             def adopt(i: int = proposal_id, n: str = name, sha: str = sha) -> str:
-                self.proposals.store.adopt(i, n, sha, ProposalStatus.PENDING)
+                self.proposals.store.adopt(i, n, sha)
                 return f"{n}: proposal {i} ({sha[:12]}) adopted from its tag, pending"
 
             found.append(

@@ -270,9 +270,9 @@ class Store:
         )
         return proposal_id
 
-    def adopt(self, proposal_id: int, agent: str, sha: str, status: ProposalStatus) -> None:
-        """Index a proposal the applied repo's tags record but the index lost (a propose
-        killed after its tag was written): its id, commit and state from the tags."""
+    def adopt(self, proposal_id: int, agent: str, sha: str) -> None:
+        """Index, as pending, a proposal whose tag a propose killed after writing it left
+        behind: its id and commit from the tag."""
         with self.connect() as db:
             db.execute(
                 "INSERT INTO proposals (id, agent, kind, commit_ref, fetched_sha, status, "
@@ -283,10 +283,10 @@ class Store:
                     ProposalKind.APPLY,
                     sha[:12],
                     sha,
-                    status,
-                    "adopted from its tags by hivegen doctor --repair",
+                    ProposalStatus.PENDING,
+                    "adopted from its tag by hivegen doctor --repair",
                     time.time(),
-                    None if status is ProposalStatus.PENDING else time.time(),
+                    None,
                 ),
             )
 
