@@ -31,10 +31,11 @@ from hivegen import cli, containers, nix, process, render
 from hivegen.config import Config
 from hivegen.errors import HivegenError
 from hivegen.git import Git
-from hivegen.hive import AgentState, Hive
+from hivegen.hive import Hive
 from hivegen.meta import LOCK, input_name, read_lock
 from hivegen.render import AGENT_NIX, render_agent_nix
 from hivegen.repos import git_for
+from hivegen.status import AgentState
 
 SIMULATED_TOOLS = (containers.NIXOS_CONTAINER, containers.SYSTEMCTL)
 

@@ -267,6 +267,21 @@ def _add_lifecycle_commands(sub: Any) -> None:
     doctor.add_argument("--repair", action="store_true", help="fix what can be fixed safely")
     doctor.add_argument("--json", action="store_true", help="print a JSON object")
     doctor.set_defaults(handler=_cmd_doctor)
+    reconcile = sub.add_parser(
+        "reconcile",
+        help="start the agents that should run (at boot, after a restore)",
+        allow_abbrev=False,
+        formatter_class=_Formatter,
+        description="Bring the hive back to what the operator asked for: settle interrupted\n"
+        "approves, check and recreate every agent's bind sources, conf and limits\n"
+        "drop-in, and start exactly the agents recorded as wanted running (spawn,\n"
+        "start and restart record it; stop and destroy clear it), the manager first.\n"
+        "A running agent is never stopped and a foreign container never touched.\n"
+        "Run at boot by hivegen-reconcile.service; exit 1 if any agent failed.",
+        epilog="examples:\n  hivegen reconcile\n  hivegen reconcile --json",
+    )
+    reconcile.add_argument("--json", action="store_true", help="print a JSON object")
+    reconcile.set_defaults(handler=_cmd_reconcile)
     demo = sub.add_parser(
         "demo",
         help="build a throwaway demo hive and show each step",
@@ -614,6 +629,50 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return ExitCode.DRIFT if report.problems else ExitCode.OK
 
 
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    from hivegen.reconcile import Outcome, Reconciler
+
+    report = Reconciler(_hive(args)).run()
+    if args.json:
+        _print_json(
+            {
+                "settled": list(report.settled),
+                "errors": list(report.errors),
+                "agents": [
+                    {
+                        "name": a.name,
+                        "outcome": str(a.outcome),
+                        "steps": list(a.steps),
+                        "error": a.error,
+                        "hint": a.hint,
+                    }
+                    for a in report.agents
+                ],
+                "foreign": list(report.foreign),
+            }
+        )
+        return ExitCode.FAILED if report.failed else ExitCode.OK
+    for line in report.settled:
+        print(f"settled: {terminal_line(line)}")
+    for line in report.errors:
+        print(f"{PROG}: error: {terminal_line(line)}", file=sys.stderr)
+    for agent in report.agents:
+        for step in agent.steps:
+            print(f"{agent.name}: {terminal_line(step)}")
+        if agent.error is not None:
+            # stderr: under systemd it is the journal's error priority for the unit.
+            print(f"{PROG}: error: {agent.name}: {terminal(agent.error)}", file=sys.stderr)
+        elif agent.outcome is not Outcome.STARTED:
+            print(f"{agent.name}: {agent.outcome}")
+        if agent.hint:
+            print(f"  hint: {terminal(agent.hint)}", file=sys.stderr if agent.error else None)
+    for container in report.foreign:
+        print(f"{container}: not created by hivegen; left alone")
+    if not report.agents:
+        print("no agents yet: hivegen spawn NAME creates one")
+    return ExitCode.FAILED if report.failed else ExitCode.OK
+
+
 def _cmd_lifecycle(args: argparse.Namespace) -> int:
     hive = _hive(args)
     name = args.name
@@ -671,6 +730,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
                     "deployed_sha": s.deployed_sha,
                     "main_pid": s.main_pid,
                     "pending": s.pending,
+                    "desired": str(s.desired) if s.desired else None,
                     "limits": {"memory_max": s.limits.memory_max, "cpu_quota": s.limits.cpu_quota}
                     if s.limits
                     else None,
@@ -685,7 +745,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             s.container,
             str(s.role or "-"),
             s.port or "-",
-            str(s.state),
+            _state_cell(s),
             f"{s.deployed_tag or '(untagged)'} {_short(s.deployed_sha, 7)}"
             if s.deployed_sha
             else "-",
@@ -703,6 +763,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
         rows,
     )
     return ExitCode.OK
+
+
+def _state_cell(status: Any) -> str:
+    """The state, and what the operator asked for where it differs (reconcile's work)."""
+    from hivegen.desired import Desired
+    from hivegen.status import AgentState
+
+    up = status.state in (AgentState.RUNNING, AgentState.STARTING, AgentState.RESTARTING)
+    down = status.state in (AgentState.STOPPED, AgentState.FAILED, AgentState.MISSING)
+    if status.desired is Desired.RUNNING and down:
+        return f"{status.state} (wanted running)"
+    if status.desired is Desired.STOPPED and up:
+        return f"{status.state} (wanted stopped)"
+    return str(status.state)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ class Check(StrEnum):
     FOREIGN = "foreign"
     LEFTOVER = "leftover"
     RESTART = "restart"
+    DESIRED = "desired-state"
     PATHS = "paths"
 
 

@@ -12,18 +12,18 @@ import shutil
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from hivegen import fsutil, notes, nspawn, registry, safepath
-from hivegen.config import Config, Limits
+from hivegen import desired, fsutil, notes, nspawn, registry, safepath
+from hivegen import status as status_mod
+from hivegen.config import Config
 from hivegen.containers import ActiveState, Host, UnitState
+from hivegen.desired import Desired
 from hivegen.errors import HivegenError
 from hivegen.layout import TOP_DIRS
 from hivegen.meta import Meta, SyncPlan, SyncResult, UpdateResult, input_name
-from hivegen.names import AGENT_PREFIX, AgentSpec, Role
+from hivegen.names import AgentSpec
 from hivegen.repos import git_for, seed
-from hivegen.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,36 +45,6 @@ class InitResult:
 RESTART_PENDING = "hivegen-restart-pending"
 # In an agent's applied .git: "<deployed tag> <system store path>" of its last deploy.
 SYSTEM_RECORD = "hivegen-system"
-
-
-class AgentState(StrEnum):
-    RUNNING = "running"
-    STOPPED = "stopped"
-    # Not running, and systemd says the unit failed (a crash, or a start that failed).
-    FAILED = "failed"
-    # On its way up: starting, or waiting to restart by itself after a crash.
-    STARTING = "starting"
-    RESTARTING = "restarting"
-    # Registered, but its container does not exist (not created yet, or removed).
-    MISSING = "missing"
-    # Destroyed: out of the meta flake, repos/credentials/notes kept; spawn revives it.
-    TOMBSTONE = "tombstone"
-    # An h-* container hivegen did not create: reported, never touched.
-    FOREIGN = "foreign"
-
-
-@dataclass(frozen=True, slots=True)
-class AgentStatus:
-    name: str
-    container: str
-    role: Role | None
-    port: int | None
-    state: AgentState
-    deployed_tag: str | None
-    deployed_sha: str | None
-    limits: Limits | None
-    main_pid: int = 0
-    pending: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +79,7 @@ class Hive:
         self.lock_policy = lock_policy or LockPolicy()
         self.on_output = on_output
         self._host: Host | None = None
+        self._lock_held = False
 
     @property
     def host(self) -> Host:
@@ -118,11 +89,20 @@ class Hive:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
+        """Hold the hive lock. Re-entrant within this Hive, so that a verb made of
+        others (reconcile) holds it once, start to end."""
+        if self._lock_held:
+            yield
+            return
         fsutil.ensure_dir(self.layout.root, 0o755)
         with fsutil.hive_lock(
             self.layout.lock, wait=self.lock_policy.wait, on_wait=self.lock_policy.on_wait
         ):
-            yield
+            self._lock_held = True
+            try:
+                yield
+            finally:
+                self._lock_held = False
 
     # -- init and meta ------------------------------------------------------------------
 
@@ -297,6 +277,30 @@ class Hive:
     def restart_pending(self, spec: AgentSpec) -> bool:
         return self._restart_mark(spec).exists()
 
+    def clear_restart_mark(self, spec: AgentSpec) -> None:
+        self._restart_mark(spec).unlink(missing_ok=True)
+
+    def refresh_host_files(self, spec: AgentSpec) -> bool:
+        """Bind sources made and checked, conf and drop-in rewritten where they drifted;
+        True if either changed (a running container keeps what it started with)."""
+        self._ensure_dirs(spec)
+        return self._write_host_files(spec)
+
+    def put_back_deployed_system(self, spec: AgentSpec) -> bool:
+        """Rebuild the container from the meta flake if its profile is not the system
+        recorded for its current deploy: nixos-container switched it and the deploy that
+        did so was never recorded (killed before its tag, then undone). True if rebuilt.
+        Where the record is of another deploy, nothing can be judged: nothing is done."""
+        record = self.recorded_system(spec)
+        current = registry.deployed(self.layout.applied(spec.name) / ".git")
+        if record is None or record[0] != current.tag:
+            return False
+        if self.host.system(spec.container) == record[1]:
+            return False
+        self.host.update(spec.container, self.host.flake_ref(spec.name))
+        self.record_system(spec)
+        return True
+
     def finish_restart(self, spec: AgentSpec) -> bool:
         """Start a container whose restart was interrupted after its stop; True if it did."""
         if not self.restart_pending(spec):
@@ -336,6 +340,8 @@ class Hive:
             self.check_port(spec, running_only=False)
             self._ensure_dirs(spec)
             result = seed(self.config, self.git, name)
+            # Once the applied repo exists: a spawn that fails later is still wanted up.
+            desired.record(self.layout, name, Desired.RUNNING)
             if result.proposed_created:
                 steps.append(f"seeded proposed repo {self.layout.proposed(name)}")
             if result.applied_created:
@@ -377,6 +383,7 @@ class Hive:
             spec = self.registered(name)
             self.require_container(spec)
             unit = self.host.unit_state(spec.container)
+            desired.record(self.layout, name, Desired.RUNNING)
             if unit.running:
                 return StepLog((f"{spec.container} is already running",))
             self.check_port(spec, running_only=True)
@@ -389,8 +396,11 @@ class Hive:
         with self.locked():
             spec = self.registered(name)
             self.require_container(spec)
+            desired.record(self.layout, name, Desired.STOPPED)
             # Not only a running unit: one waiting to restart by itself after a crash
             # (Restart=on-failure) would come back if left alone.
+            # The operator's stop outranks an interrupted restart: nothing may finish it.
+            self.clear_restart_mark(spec)
             if self.host.unit_state(spec.container).settled:
                 return StepLog((f"{spec.container} is already stopped",))
             self.host.stop(spec.container)
@@ -401,6 +411,7 @@ class Hive:
             spec = self.registered(name)
             self.require_container(spec)
             self.check_port(spec, running_only=True)
+            desired.record(self.layout, name, Desired.RUNNING)
             self._ensure_dirs(spec)
             self._write_host_files(spec)
             self.restart_container(spec)
@@ -460,6 +471,8 @@ class Hive:
                 raise HivegenError(f"no agent named {name!r}", hint="hivegen list shows the hive")
             conf = nspawn.conf_path(self.config, spec.container)
             nspawn.refuse_declarative(conf, spec.container)
+            if name in scan.registered:
+                desired.record(self.layout, name, Desired.STOPPED)
             # Stopped first: nixos-container destroys a running one with `machinectl
             # terminate`, which races the unit's Restart=on-failure.
             if (
@@ -529,66 +542,9 @@ class Hive:
 
     # -- list and status ----------------------------------------------------------------
 
-    def status(self) -> list[AgentStatus]:
+    def status(self) -> list[status_mod.AgentStatus]:
         """Every agent, tombstone and foreign h-* container: at most one process."""
-        scan = registry.scan(self.config)
-        specs = [self.spec(n) for n in (*scan.registered, *scan.tombstones)]
-        containers = set(self.host.conf_names())
-        ours = {s.container for s in specs}
-        foreign = sorted(c for c in containers if c.startswith(AGENT_PREFIX) and c not in ours)
-        live = [
-            s.container for s in specs if s.name in scan.registered and s.container in containers
-        ]
-        states = self.host.unit_states([*live, *foreign])
-        pending = Store(self.layout.database).pending_counts()
-        result = []
-        for spec in specs:
-            deployed = registry.deployed(self.layout.applied(spec.name) / ".git")
-            unit: UnitState | None = states.get(spec.container)
-            if spec.name in scan.tombstones:
-                state = AgentState.TOMBSTONE
-            elif unit is None:
-                state = AgentState.MISSING
-            elif unit.running:
-                state = AgentState.RUNNING
-            elif unit.active is ActiveState.FAILED:
-                state = AgentState.FAILED
-            elif unit.auto_restarting:
-                state = AgentState.RESTARTING
-            elif unit.active is ActiveState.ACTIVATING:
-                state = AgentState.STARTING
-            else:
-                state = AgentState.STOPPED
-            result.append(
-                AgentStatus(
-                    name=spec.name,
-                    container=spec.container,
-                    role=spec.role,
-                    port=spec.port,
-                    state=state,
-                    deployed_tag=deployed.tag,
-                    deployed_sha=deployed.sha,
-                    limits=self.config.limits_for(spec.name),
-                    main_pid=unit.main_pid if unit else 0,
-                    pending=pending.get(spec.name, 0),
-                )
-            )
-        for container in foreign:
-            unit = states.get(container)
-            result.append(
-                AgentStatus(
-                    name=container[len(AGENT_PREFIX) :],
-                    container=container,
-                    role=None,
-                    port=None,
-                    state=AgentState.FOREIGN,
-                    deployed_tag=None,
-                    deployed_sha=None,
-                    limits=None,
-                    main_pid=unit.main_pid if unit else 0,
-                )
-            )
-        return result
+        return status_mod.collect(self)
 
     def agents(self) -> list[AgentSpec]:
         return [self.spec(n) for n in registry.registered_agents(self.config)]

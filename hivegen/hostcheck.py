@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from hivegen import pathcheck
+from hivegen import desired, pathcheck
+from hivegen.containers import UnitState
+from hivegen.desired import Desired
 from hivegen.findings import Check, Finding, Severity
 from hivegen.hive import Hive
 from hivegen.names import AgentSpec
@@ -63,6 +65,7 @@ def unit_findings(hive: Hive, specs: list[AgentSpec]) -> list[Finding]:
     for spec in specs:
         found += system_findings(hive, spec)
         unit = states[spec.container]
+        found += desired_findings(hive, spec, unit)
         if unit.auto_restarting:
             found.append(
                 Finding(
@@ -104,5 +107,30 @@ def system_findings(hive: Hive, spec: AgentSpec) -> list[Finding]:
             f"{spec.container} boots {actual or 'nothing (no profile)'}, not the system "
             f"its last deploy ({tag}) installed ({system})",
             hint=f"hivegen rebuild {spec.name} builds and installs what is deployed",
+        )
+    ]
+
+
+def desired_findings(hive: Hive, spec: AgentSpec, unit: UnitState) -> list[Finding]:
+    """An agent with no record of whether it should run (a hive from before hivegen
+    kept one): after a reboot, reconcile would leave it stopped. --repair records what
+    it is doing now, which is what the operator last had it do."""
+    path = desired.record_path(hive.layout, spec.name)
+    if desired.read(hive.layout, spec.name) is not None:
+        return []
+    now = Desired.RUNNING if unit.running or unit.auto_restarting else Desired.STOPPED
+
+    def record(name: str = spec.name, state: Desired = now) -> str:
+        desired.record(hive.layout, name, state)
+        return f"{name}: recorded as wanted {state} (reconcile keeps it so after a reboot)"
+
+    return [
+        Finding(
+            Check.DESIRED,
+            spec.name,
+            f"{path} is missing or unreadable: whether {spec.name} should run after a "
+            f"reboot is not recorded (it is {now} now)",
+            hint=f"hivegen start {spec.name} or hivegen stop {spec.name} records it",
+            repair=record,
         )
     ]

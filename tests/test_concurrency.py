@@ -14,8 +14,9 @@ from pathlib import Path
 from hivegen import meta as meta_mod
 from hivegen.config import load_config
 from hivegen.doctor import Doctor
-from hivegen.hive import AgentState, Hive
+from hivegen.hive import Hive
 from hivegen.proposals import Proposals
+from hivegen.status import AgentState
 from hivegen.store import ProposalStatus
 from tests.conftest import commit_dir, git, sim_config
 

@@ -18,8 +18,9 @@ from benchmarks import hives
 from hivegen import meta, process, registry
 from hivegen.cli import main
 from hivegen.config import load_config
-from hivegen.hive import AgentState, Hive
+from hivegen.hive import Hive
 from hivegen.repos import git_for, seed
+from hivegen.status import AgentState
 from tests.conftest import git
 
 N = 50

@@ -27,8 +27,9 @@ import pytest
 from hivegen.config import load_config
 from hivegen.doctor import Doctor
 from hivegen.errors import HivegenError
-from hivegen.hive import AgentState, Hive
+from hivegen.hive import Hive
 from hivegen.proposals import Proposals
+from hivegen.status import AgentState
 from hivegen.store import ProposalStatus
 from tests.conftest import commit_dir, git, sim_config
 

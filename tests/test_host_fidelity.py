@@ -14,9 +14,10 @@ from hivegen import nspawn, process
 from hivegen.cli import main
 from hivegen.config import load_config
 from hivegen.errors import HivegenError
-from hivegen.hive import AgentState, Hive
+from hivegen.hive import Hive
 from hivegen.proposals import BuildFailed, Proposals
 from hivegen.simhost.state import parse_env_file
+from hivegen.status import AgentState
 from hivegen.store import ProposalStatus
 from tests.conftest import commit_dir, sim_config
 

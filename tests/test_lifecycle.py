@@ -14,7 +14,8 @@ from hivegen import names, nspawn, process, registry, repos
 from hivegen.cli import main
 from hivegen.config import load_config
 from hivegen.errors import HivegenError
-from hivegen.hive import AgentState, Hive
+from hivegen.hive import Hive
+from hivegen.status import AgentState
 from tests.conftest import commit_dir, git, sim_config
 
 

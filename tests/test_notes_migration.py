@@ -10,7 +10,8 @@ import pytest
 from hivegen import nspawn
 from hivegen.cli import main
 from hivegen.config import load_config
-from hivegen.hive import AgentState, Hive
+from hivegen.hive import Hive
+from hivegen.status import AgentState
 from tests.conftest import sim_config
 
 

@@ -20,8 +20,9 @@ import pytest
 from hivegen import nspawn
 from hivegen.cli import main
 from hivegen.config import load_config
-from hivegen.hive import AgentState, Hive
+from hivegen.hive import Hive
 from hivegen.proposals import Proposals
+from hivegen.status import AgentState
 from hivegen.store import ProposalStatus
 from tests.conftest import commit_dir, sim_config
 

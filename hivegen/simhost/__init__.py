@@ -15,9 +15,9 @@ from pathlib import Path
 
 from hivegen.errors import HivegenError
 from hivegen.fsutil import write_atomic
-from hivegen.simhost.state import ENV_CONF_DIR, ENV_ROOT, ENV_SYSTEMD_DIR
+from hivegen.simhost.state import ENV_CONF_DIR, ENV_ROOT, ENV_SYSTEMD_DIR, Host, remove_tree
 
-__all__ = ["ENV_CONF_DIR", "ENV_ROOT", "ENV_SYSTEMD_DIR", "environment", "install"]
+__all__ = ["ENV_CONF_DIR", "ENV_ROOT", "ENV_SYSTEMD_DIR", "environment", "install", "reboot"]
 
 # Run under the same interpreter (and so the same venv) as the hivegen that installed it.
 _WRAPPER = """\
@@ -60,3 +60,18 @@ def environment(root: Path, conf_dir: Path, systemd_dir: Path) -> dict[str, str 
         "PYTHONDONTWRITEBYTECODE": None,
         "PYTHONPYCACHEPREFIX": str(root / "pycache"),
     }
+
+
+def reboot(root: Path, run_dirs: tuple[Path, ...] = ()) -> None:
+    """What a reboot does to the simulated host: every unit stops (its record goes,
+    as systemd forgets a dead unit) and its /run is emptied, as are `run_dirs` (a
+    tmpfs on a real host, such as hivegen's runtime root). What is on disk stays:
+    confs, profiles, and the drop-ins in the persistent systemd dir."""
+    from hivegen.fsutil import hive_lock
+
+    host = Host.from_env({ENV_ROOT: str(root)})
+    with hive_lock(host.lock_path):
+        remove_tree(host.units_dir)
+        remove_tree(root / "run")
+    for directory in run_dirs:
+        remove_tree(directory)

@@ -1,0 +1,111 @@
+"""`hivegen status`: every agent's state, read with at most one process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from hivegen import desired, registry
+from hivegen.config import Limits
+from hivegen.containers import ActiveState, UnitState
+from hivegen.desired import Desired
+from hivegen.names import AGENT_PREFIX, Role
+from hivegen.store import Store
+
+if TYPE_CHECKING:
+    from hivegen.hive import Hive
+
+
+class AgentState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    # Not running, and systemd says the unit failed (a crash, or a start that failed).
+    FAILED = "failed"
+    # On its way up: starting, or waiting to restart by itself after a crash.
+    STARTING = "starting"
+    RESTARTING = "restarting"
+    # Registered, but its container does not exist (not created yet, or removed).
+    MISSING = "missing"
+    # Destroyed: out of the meta flake, repos/credentials/notes kept; spawn revives it.
+    TOMBSTONE = "tombstone"
+    # An h-* container hivegen did not create: reported, never touched.
+    FOREIGN = "foreign"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    name: str
+    container: str
+    role: Role | None
+    port: int | None
+    state: AgentState
+    deployed_tag: str | None
+    deployed_sha: str | None
+    limits: Limits | None
+    main_pid: int = 0
+    pending: int = 0
+    # What the operator last asked for (spawn/start: running, stop: stopped); None when
+    # nothing is recorded, as for a foreign container.
+    desired: Desired | None = None
+
+
+def collect(hive: Hive) -> list[AgentStatus]:
+    """Every agent, tombstone and foreign h-* container: at most one process."""
+    scan = registry.scan(hive.config)
+    specs = [hive.spec(n) for n in (*scan.registered, *scan.tombstones)]
+    containers = set(hive.host.conf_names())
+    ours = {s.container for s in specs}
+    foreign = sorted(c for c in containers if c.startswith(AGENT_PREFIX) and c not in ours)
+    live = [s.container for s in specs if s.name in scan.registered and s.container in containers]
+    states = hive.host.unit_states([*live, *foreign])
+    pending = Store(hive.layout.database).pending_counts()
+    result = []
+    for spec in specs:
+        deployed = registry.deployed(hive.layout.applied(spec.name) / ".git")
+        unit: UnitState | None = states.get(spec.container)
+        if spec.name in scan.tombstones:
+            state = AgentState.TOMBSTONE
+        elif unit is None:
+            state = AgentState.MISSING
+        elif unit.running:
+            state = AgentState.RUNNING
+        elif unit.active is ActiveState.FAILED:
+            state = AgentState.FAILED
+        elif unit.auto_restarting:
+            state = AgentState.RESTARTING
+        elif unit.active is ActiveState.ACTIVATING:
+            state = AgentState.STARTING
+        else:
+            state = AgentState.STOPPED
+        result.append(
+            AgentStatus(
+                name=spec.name,
+                container=spec.container,
+                role=spec.role,
+                port=spec.port,
+                state=state,
+                deployed_tag=deployed.tag,
+                deployed_sha=deployed.sha,
+                limits=hive.config.limits_for(spec.name),
+                main_pid=unit.main_pid if unit else 0,
+                pending=pending.get(spec.name, 0),
+                desired=desired.read(hive.layout, spec.name),
+            )
+        )
+    for container in foreign:
+        unit = states.get(container)
+        result.append(
+            AgentStatus(
+                name=container[len(AGENT_PREFIX) :],
+                container=container,
+                role=None,
+                port=None,
+                state=AgentState.FOREIGN,
+                deployed_tag=None,
+                deployed_sha=None,
+                limits=None,
+                main_pid=unit.main_pid if unit else 0,
+            )
+        )
+    return result
