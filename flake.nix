@@ -32,6 +32,14 @@
         };
       });
 
+      # services.hivegen (nix/module.nix), with this flake's package as its default.
+      nixosModules.default =
+        { lib, pkgs, ... }:
+        {
+          imports = [ ./nix/module.nix ];
+          services.hivegen.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+        };
+
       apps = forAllSystems (pkgs: {
         default = {
           type = "app";

@@ -35,44 +35,61 @@ def test_flake_version_matches_package() -> None:
     assert f'version = "{__version__}"' in (ROOT / "pyproject.toml").read_text()
 
 
-def test_project_flake_outputs_evaluate_against_a_stub_nixpkgs(tmp_path: Path) -> None:
-    """`nix run` and `nix develop` need these outputs: evaluate them for real, with a
-    stand-in nixpkgs (tests/fixtures/nixpkgs-stub) given through --override-input."""
-    import json
+def stub_flake(tmp_path: Path) -> tuple[Path, Path]:
+    """This project's flake (as committed files) and the stub nixpkgs, as git repos."""
     import shutil
 
-    from tests.conftest import commit_dir, nix_system
+    from tests.conftest import commit_dir
 
     repo = tmp_path / "hivegen"
     repo.mkdir()
-    for name in ("flake.nix", "pyproject.toml", "README.md"):
+    for name in ("flake.nix", "pyproject.toml", "README.md", "nix/module.nix"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, repo / name)
     commit_dir(repo)
     stub = tmp_path / "nixpkgs"
     shutil.copytree(ROOT / "tests/fixtures/nixpkgs-stub", stub)
     commit_dir(stub)
+    return repo, stub
+
+
+def evaluate_flake(repo: Path, stub: Path, attr: str, apply: str, *, impure: bool = False) -> Any:
+    import json
+
+    out = subprocess.run(
+        [
+            "nix",
+            "eval",
+            "--json",
+            *(["--impure"] if impure else []),
+            f"git+file://{repo}#{attr}",
+            "--override-input",
+            "nixpkgs",
+            f"git+file://{stub}",
+            "--no-write-lock-file",
+            "--apply",
+            apply,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_project_flake_outputs_evaluate_against_a_stub_nixpkgs(tmp_path: Path) -> None:
+    """`nix run` and `nix develop` need these outputs: evaluate them for real, with a
+    stand-in nixpkgs (tests/fixtures/nixpkgs-stub) given through --override-input."""
+    import json
+
+    from tests.conftest import nix_system
+
+    repo, stub = stub_flake(tmp_path)
     system = nix_system()
 
     def evaluate(attr: str, apply: str) -> Any:
-        out = subprocess.run(
-            [
-                "nix",
-                "eval",
-                "--json",
-                f"git+file://{repo}#{attr}",
-                "--override-input",
-                "nixpkgs",
-                f"git+file://{stub}",
-                "--no-write-lock-file",
-                "--apply",
-                apply,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)
+        return evaluate_flake(repo, stub, attr, apply)
 
     result = {
         "app": evaluate(f"apps.{system}.default", "a: a"),

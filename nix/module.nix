@@ -1,0 +1,209 @@
+# services.hivegen: hivegen on a NixOS host.
+#
+# `settings` is hive.toml, key for key (see README.md, "Configuration"): every key hivegen
+# reads is an option here with hivegen's own default, and a key hivegen does not know is
+# an evaluation error, as it is hivegen's loader error. The file is rendered in Nix
+# (lib.generators.toINI with JSON-quoted values, which TOML reads as basic strings), so
+# its text is known at evaluation time and needs no build step.
+{ config, lib, ... }:
+
+let
+  cfg = config.services.hivegen;
+  inherit (lib) mkOption types;
+
+  # The value rules of hivegen/config.py and hivegen/names.py, as POSIX regular
+  # expressions (builtins.match matches the whole string, byte by byte) and checks.
+  # tests/test_nixos_module.py feeds the same good and bad values to both and checks
+  # that they agree.
+  rule =
+    description: regex: check:
+    types.addCheck (types.strMatching regex) check // { inherit description; };
+  anyString = _: true;
+  # No control character but tab, newline and carriage return (they are escaped).
+  nixText = "([^[:cntrl:]]|[\t\n\r])*";
+  path = rule "absolute path of letters, digits and . _ + - / (no . or .. component)"
+    "/[A-Za-z0-9._+/-]*"
+    (s: !(lib.elem ".." (lib.splitString "/" s)) && !(lib.elem "." (lib.splitString "/" s)));
+  port = types.ints.between 1 65535;
+  memory = rule "memory limit (like 512M, 2G, 50% or infinity)"
+    "([1-9][0-9]{0,17}[KMGT]?|([1-9][0-9]?|100)%|infinity)" anyString;
+  cpu = rule "CPU quota (a percentage like 50% or 200%)" "[1-9][0-9]{0,5}%" anyString;
+  managerName = rule "manager name (a lowercase letter, then up to 10 of a-z 0-9 -; not h-...)"
+    "[a-z][a-z0-9-]{0,10}" (s: !lib.hasPrefix "h-" s);
+  flakeRef = rule "flake reference (no spaces or control characters, not starting with -)"
+    "[^-[:space:][:cntrl:]][^[:space:][:cntrl:]]*" anyString;
+  text = rule "string without control characters but tab, newline and carriage return"
+    nixText anyString;
+  gitName = rule "git name (not blank, no < or >)" "([^[:cntrl:]<>]|[\t\n\r])*"
+    (s: builtins.match "[[:space:]]*" s == null);
+  gitEmail = rule "git email (no spaces, < or >)" "[^[:space:][:cntrl:]<>]+" anyString;
+  validAgentName =
+    name: name == cfg.settings.hive.manager || builtins.match "[a-z][a-z0-9-]{0,8}" name != null;
+
+  option =
+    type: default: description:
+    mkOption { inherit type default description; };
+
+  limitsOptions = nullable: {
+    memory_max =
+      option (if nullable then types.nullOr memory else memory) (if nullable then null else "2G")
+        "systemd MemoryMax= of the container";
+    cpu_quota =
+      option (if nullable then types.nullOr cpu else cpu) (if nullable then null else "50%")
+        "systemd CPUQuota= of the container";
+  };
+
+  settingsType = types.submodule {
+    options = {
+      hive = mkOption {
+        default = { };
+        description = "The hive: where it lives and who it is.";
+        type = types.submodule {
+          options = {
+            state_root = option path "/var/lib/hyperhive" "Where hivegen keeps repos, notes and credentials.";
+            hyperhive_flake =
+              option flakeRef "git+https://example.org/hyperhive"
+                "Flake with nixosConfigurations.agent-base and .manager.";
+            manager = option managerName "hm1nd" "The manager agent's name (its container has no h- prefix).";
+            manager_port = option port 8000 "The manager's web UI port.";
+            dashboard_port = option port 7000 "HIVE_DASHBOARD_PORT in every agent.";
+            operator_pronouns = option text "they/them" "HIVE_OPERATOR_PRONOUNS in every agent.";
+            committer_name = option gitName "c0re" "git committer name of hivegen's commits.";
+            committer_email = option gitEmail "c0re@hyperhive" "git committer email of hivegen's commits.";
+          };
+        };
+      };
+      host = mkOption {
+        default = { };
+        description = "Where the host keeps containers, drop-ins and runtime dirs.";
+        type = types.submodule {
+          options = {
+            containers_conf_dir = option path "/etc/nixos-containers" "Where nixos-container keeps <c>.conf.";
+            systemd_dir = option path "/etc/systemd/system.control" "Where the limits drop-ins go.";
+            runtime_root = option path "/run/hyperhive" "Per-agent runtime dirs (bound at /run/hive).";
+            runtime = option (types.enum [
+              "native"
+              "simulated"
+            ]) "native" "native on NixOS; simulated only for demos and tests.";
+            simulated_root = option path "/var/lib/hivegen-simhost" "The simulated host's state.";
+          };
+        };
+      };
+      limits = mkOption {
+        default = { };
+        description = "Default limits of every container.";
+        type = types.submodule { options = limitsOptions false; };
+      };
+      agents = mkOption {
+        default = { };
+        description = "Per-agent limit overrides, by agent name.";
+        type = types.attrsOf (types.submodule { options = limitsOptions true; });
+      };
+    };
+  };
+
+  # [agents.<n>] holds only the limits that are set: null means "the hive's default".
+  sections =
+    {
+      inherit (cfg.settings) hive host limits;
+    }
+    // lib.mapAttrs' (
+      name: limits: lib.nameValuePair "agents.${name}" (lib.filterAttrs (_: v: v != null) limits)
+    ) cfg.settings.agents;
+
+  hiveToml = lib.generators.toINI {
+    mkKeyValue = key: value: "${key} = ${builtins.toJSON value}";
+  } sections;
+
+  state = cfg.settings.hive.state_root;
+  # hivegen/layout.py's TOP_DIRS: credentials are never readable by others.
+  stateDirs = {
+    agents = "0755";
+    notes = "0755";
+    credentials = "0700";
+    applied = "0755";
+    meta = "0755";
+    shared = "0755";
+  };
+in
+{
+  options.services.hivegen = {
+    enable = lib.mkEnableOption "hivegen, which runs a hive of AI agents in NixOS containers";
+
+    package = mkOption {
+      type = types.package;
+      description = "The hivegen package (the flake's nixosModules.default sets it).";
+    };
+
+    settings = mkOption {
+      type = settingsType;
+      default = { };
+      description = "hive.toml, rendered to /etc/hivegen/hive.toml.";
+    };
+
+    reconcile = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Run `hivegen reconcile` at boot (hivegen-reconcile.service): settle interrupted
+          work and start exactly the agents that were wanted running.
+        '';
+      };
+      timeout = mkOption {
+        type = types.str;
+        default = "15min";
+        description = ''
+          TimeoutStartSec= of hivegen-reconcile.service: boot never waits longer for it
+          (a container whose system is missing is built first). A reconcile stopped by
+          the timeout is finished by running it again.
+        '';
+      };
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = config.boot.enableContainers;
+        message = "services.hivegen needs boot.enableContainers = true: hivegen drives nixos-container and container@.service.";
+      }
+    ]
+    ++ map (name: {
+      assertion = validAgentName name;
+      message = "services.hivegen.settings.agents.${builtins.toJSON name}: invalid agent name (a lowercase letter, then up to 8 of a-z 0-9 -; or the manager's name)";
+    }) (builtins.attrNames cfg.settings.agents);
+
+    environment.systemPackages = [ cfg.package ];
+    environment.etc."hivegen/hive.toml".text = hiveToml;
+
+    systemd.tmpfiles.rules = [
+      "d ${state} 0755 root root -"
+      "d ${cfg.settings.host.runtime_root} 0755 root root -"
+    ] ++ lib.mapAttrsToList (dir: mode: "d ${state}/${dir} ${mode} root root -") stateDirs;
+
+    systemd.services.hivegen-reconcile = lib.mkIf cfg.reconcile.enable {
+      description = "hivegen: start the agents that should run";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [
+        "network-online.target"
+        "nix-daemon.socket"
+        "nix-daemon.service"
+        "systemd-tmpfiles-setup.service"
+      ];
+      # Not Before=multi-user.target: a login must not wait for containers to build.
+      # Units that need the agents order themselves After=hivegen-reconcile.service.
+      restartIfChanged = false;
+      # The system's nix (the one nix-daemon runs), nixos-container and systemctl first;
+      # the package's wrapper only appends its own git and nix as a fallback.
+      path = [ "/run/current-system/sw" ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = "${lib.getExe cfg.package} reconcile";
+        TimeoutStartSec = cfg.reconcile.timeout;
+      };
+    };
+  };
+}
