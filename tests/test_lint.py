@@ -39,6 +39,20 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     assert "apt-get install -y -qq nix-bin git python3-venv" in ci
 
 
+def test_readme_points_only_inside_the_repository() -> None:
+    """A newcomer has the repository, nothing beside it: every relative link and path
+    the README names must be in it."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    assert "../" not in readme
+    assert (ROOT / "LICENSE").is_file()
+    for target in re.findall(r"\]\((?!https?:|#)([^)]+)\)", readme):
+        assert (ROOT / target).exists(), target
+    for path in re.findall(r"`((?:tests|hivegen|nix|benchmarks|\.ci)/[^`*<> ]+)`", readme):
+        assert (ROOT / path).exists(), path
+
+
 def test_no_subprocess_outside_the_gateway() -> None:
     offenders = [
         str(path.relative_to(ROOT))
