@@ -8,6 +8,15 @@
     let
       systems = [ "x86_64-linux" "aarch64-linux" ];
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      # tests/test_project_flake.py runs exactly these with no git or nix on PATH.
+      offlineTests = [
+        "tests/test_cli.py"
+        "tests/test_config.py"
+        "tests/test_init_and_lock.py"
+        "tests/test_names.py"
+        "tests/test_safepath.py"
+        "tests/test_sanitize.py"
+      ];
     in
     {
       packages = forAllSystems (pkgs: {
@@ -29,7 +38,24 @@
           # `nix run` works on a host without one.
           makeWrapperArgs = [ "--suffix" "PATH" ":" (pkgs.lib.makeBinPath [ pkgs.git pkgs.nix ]) ];
           meta.mainProgram = "hivegen";
+          passthru.tests.unit = pkgs.runCommand "hivegen-unit-tests" {
+            nativeBuildInputs = [
+              (pkgs.python3.withPackages (ps: with ps; [ jinja2 pygments pytest hypothesis ]))
+            ];
+          } ''
+            cp -r ${self} src && chmod -R u+w src && cd src
+            HOME=$TMPDIR python -m pytest -q -p no:cacheprovider ${pkgs.lib.concatStringsSep " " offlineTests}
+            touch $out
+          '';
         };
+      });
+
+      # `nix flake check`: the package builds, and the tests that need neither git, nix
+      # nor a network pass in the sandbox. The rest drive a real nix store and git repos:
+      # README's test command runs them (CI does).
+      checks = forAllSystems (pkgs: {
+        package = self.packages.${pkgs.system}.default;
+        unit = self.packages.${pkgs.system}.default.tests.unit;
       });
 
       # services.hivegen (nix/module.nix), with this flake's package as its default.

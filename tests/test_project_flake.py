@@ -110,3 +110,39 @@ def test_project_flake_outputs_evaluate_against_a_stub_nixpkgs(tmp_path: Path) -
     assert "-git/bin" in wrapper[3]
     assert "-nix/bin" in wrapper[3]
     assert {"python3-env", "ruff", "git", "nix"} <= set(result["shell"])
+
+
+def test_flake_checks_run_the_offline_tests(tmp_path: Path) -> None:
+    """`nix flake check` runs the tests that need no git, nix or network: the list in
+    flake.nix is evaluated, and each of those files passes here with neither git nor nix
+    on PATH (as in the build sandbox)."""
+    import re
+    import sys
+
+    from tests.conftest import nix_system
+
+    repo, stub = stub_flake(tmp_path)
+    checks = evaluate_flake(
+        repo,
+        stub,
+        f"checks.{nix_system()}",
+        "c: { names = builtins.attrNames c; script = c.unit.script; deps = c.unit.deps; }",
+    )
+    assert checks["names"] == ["package", "unit"]
+    assert checks["deps"] == ["python3-env"]
+    [command] = [line for line in checks["script"].splitlines() if "-m pytest" in line]
+    files = re.findall(r"tests/test_\w+\.py", command)
+    assert len(files) >= 5
+    empty_path = tmp_path / "no-tools"
+    empty_path.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
+        cwd=ROOT,
+        env={"PATH": str(empty_path), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert re.search(r"\d+ passed", result.stdout)
+    assert "skipped" not in result.stdout
