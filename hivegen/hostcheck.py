@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from hivegen import desired, pathcheck
+from hivegen import desired, pathcheck, registry
 from hivegen.containers import UnitState
 from hivegen.desired import Desired
 from hivegen.findings import Check, Finding, Severity
@@ -100,6 +100,12 @@ def system_findings(hive: Hive, spec: AgentSpec) -> list[Finding]:
     actual = hive.host.system(spec.container)
     if actual == system:
         return []
+    current = registry.deployed(hive.layout.applied(spec.name) / ".git").tag
+
+    def put_back(s: AgentSpec = spec) -> str:
+        hive.put_back_deployed_system(s)
+        return f"{s.name}: rebuilt from the meta flake, back on its last deploy's system"
+
     return [
         Finding(
             Check.CONTAINER,
@@ -107,6 +113,9 @@ def system_findings(hive: Hive, spec: AgentSpec) -> list[Finding]:
             f"{spec.container} boots {actual or 'nothing (no profile)'}, not the system "
             f"its last deploy ({tag}) installed ({system})",
             hint=f"hivegen rebuild {spec.name} builds and installs what is deployed",
+            # Only where the record is of the deploy git says is current: an approve
+            # killed between its activation and its tag. Else the record is stale.
+            repair=put_back if current == tag else None,
         )
     ]
 

@@ -142,6 +142,37 @@ def sim_config(tmp_path: Path, hyperhive_flake: str, extra: str = "") -> Path:
     return path
 
 
+KILL_AT_DEPLOYED_TAG = """#!/bin/sh
+# SIGKILLs the process group (hivegen included) when git is asked to tag deployed/ID:
+# after nixos-container has installed and activated the new system, before its record.
+case "$*" in *"tag"*"deployed/$HG_KILL_ID"*) kill -9 0 ;; esac
+exec {git} "$@"
+"""
+
+
+def approve_killed_at_tag(config: Path, tmp_path: Path, proposal_id: int) -> None:
+    """`hivegen approve ID`, SIGKILLed as it tags deployed/ID (its own process group)."""
+    import signal
+    import sys
+
+    shim = tmp_path / "kill-at-tag"
+    shim.mkdir(exist_ok=True)
+    real_git = shutil.which("git")
+    assert real_git
+    (shim / "git").write_text(KILL_AT_DEPLOYED_TAG.format(git=real_git))
+    (shim / "git").chmod(0o755)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hivegen", "--config", str(config), "approve", str(proposal_id)],
+        env={**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "HG_KILL_ID": str(proposal_id)},
+        start_new_session=True,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from tests import test_faults
 

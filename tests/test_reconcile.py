@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from hivegen.proposals import Proposals
 from hivegen.reconcile import Outcome, Reconciler
 from hivegen.status import AgentState
 from hivegen.store import ProposalStatus
-from tests.conftest import commit_dir, git, sim_config
+from tests.conftest import approve_killed_at_tag, commit_dir, git, sim_config
 
 GOOD = '{ ... }: { environment.variables.GREETING = "hello"; }\n'
 FOREIGN_CONF = 'PRIVATE_NETWORK=0\nHOST_ADDRESS=\nLOCAL_ADDRESS=\nEXTRA_NSPAWN_FLAGS=""\n'
@@ -206,14 +204,6 @@ def manager_commit(hive: Hive, agent_nix: str) -> str:
     return commit_dir(proposed, "manager change")
 
 
-KILL_AT_TAG = """#!/bin/sh
-# SIGKILLs the process group (hivegen included) when git is asked to tag deployed/1:
-# after nixos-container has installed and activated the new system, before its record.
-case "$*" in *"tag"*"deployed/1"*) kill -9 0 ;; esac
-exec {git} "$@"
-"""
-
-
 def test_an_approve_killed_after_its_activation_is_settled_and_put_back(
     config_path: Path, tmp_path: Path
 ) -> None:
@@ -224,21 +214,7 @@ def test_an_approve_killed_after_its_activation_is_settled_and_put_back(
     assert recorded is not None
     old_system = recorded[1]
     proposal = Proposals(hive).propose("alice", manager_commit(hive, GOOD))
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    real_git = shutil.which("git")
-    assert real_git
-    (shim / "git").write_text(KILL_AT_TAG.format(git=real_git))
-    (shim / "git").chmod(0o755)
-    proc = subprocess.run(
-        [sys.executable, "-m", "hivegen", "--config", str(config_path), "approve", "1"],
-        env={**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"},
-        start_new_session=True,
-        capture_output=True,
-        check=False,
-        timeout=300,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    approve_killed_at_tag(config_path, tmp_path, proposal.id)
     assert Proposals(hive).store.get(proposal.id).status is ProposalStatus.BUILDING
     new_system = hive.host.system("h-alice")
     assert new_system is not None

@@ -1,0 +1,64 @@
+"""Issue 12's reproductions, each from a fresh hive on the simulated host: git is the
+truth, hive.sqlite an index, and a repair never destroys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hivegen.config import load_config
+from hivegen.doctor import Doctor
+from hivegen.hive import Hive
+from hivegen.proposals import Proposals
+from hivegen.store import ProposalStatus
+from tests.conftest import approve_killed_at_tag, commit_dir, git, sim_config
+
+GOOD = '{ ... }: { environment.variables.GREETING = "hello"; }\n'
+OTHER = '{ ... }: { environment.variables.GREETING = "other"; }\n'
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, hyperhive_flake: str) -> Path:
+    return sim_config(tmp_path, hyperhive_flake)
+
+
+@pytest.fixture
+def hive(config_path: Path) -> Hive:
+    hive = Hive(load_config(config_path))
+    hive.spawn("hm1nd")
+    hive.spawn("alice")
+    return hive
+
+
+def manager_commit(hive: Hive, agent_nix: str, name: str = "alice") -> str:
+    proposed = hive.layout.proposed(name)
+    (proposed / "agent.nix").write_text(agent_nix)
+    return commit_dir(proposed, f"manager change {agent_nix[-12:-3]}")
+
+
+def problems(hive: Hive) -> list[str]:
+    return [f"{f.check}: {f.message}" for f in Doctor(hive).run().problems]
+
+
+def test_7_a_deploy_killed_before_its_tag_then_denied_leaves_nothing_running(
+    hive: Hive, config_path: Path, tmp_path: Path
+) -> None:
+    """Killed after `nixos-container update` succeeded, before `git tag deployed/1`; then
+    `--repair` and `deny 1`: the container must not keep the denied system."""
+    recorded = hive.recorded_system(hive.spec("alice"))
+    assert recorded is not None
+    proposal = Proposals(hive).propose("alice", manager_commit(hive, GOOD))
+    approve_killed_at_tag(config_path, tmp_path, proposal.id)
+    assert hive.host.system("h-alice") != recorded[1]  # the new system was installed
+
+    report = Doctor(hive).run(repair=True)
+    assert any("interrupted approve settled as pending" in r for r in report.repaired)
+    assert any("back on its last deploy's system" in r for r in report.repaired)
+    Proposals(hive).deny(proposal.id, "not this one")
+    assert hive.host.system("h-alice") == recorded[1]
+    assert problems(hive) == []
+    assert Proposals(hive).store.get(proposal.id).status is ProposalStatus.DENIED
+    assert git(hive.layout.applied("alice"), "rev-parse", "main") == git(
+        hive.layout.applied("alice"), "rev-parse", "deployed/0"
+    )
