@@ -240,6 +240,16 @@ class Proposals:
             sha = registry.read_ref(applied / ".git", f"refs/tags/{to}")
             if sha is None:
                 raise UsageError(f"{agent} has no tag {to}", hint=f"hivegen history {agent}")
+            # A re-run after an interrupted rollback to the same tag finishes that one:
+            # never a second rollback beside a first left `building`.
+            for earlier in self._settle_building(agent):
+                if earlier.kind is ProposalKind.ROLLBACK and earlier.commit_ref == to:
+                    if earlier.status is ProposalStatus.DEPLOYED:
+                        return Deployment(
+                            earlier, sha, (f"finished an interrupted rollback to {to}",)
+                        )
+                    if earlier.status is ProposalStatus.PENDING:
+                        return self._deploy(earlier)
             above = registry.highest_proposal_id(self.hive.config)
             with self.store.connect() as db:
                 proposal_id = self.store.insert(db, agent, ProposalKind.ROLLBACK, to, above=above)
@@ -250,8 +260,20 @@ class Proposals:
                 )
             return self._deploy(self.store.get(proposal_id))
 
+    def _settle_building(self, agent: str, *, but: int | None = None) -> list[Proposal]:
+        """Finish or undo the agent's approves that were killed (status `building`), as
+        they ended; we hold the lock, so no approve of ours is running."""
+        return [
+            self.recover(p)
+            for p in self.store.in_status(ProposalStatus.BUILDING)
+            if p.agent == agent and p.id != but
+        ]
+
     def _deploy(self, proposal: Proposal) -> Deployment:
         hive, git, agent = self.hive, self.git, proposal.agent
+        # Another approve of this agent, killed half-way, is settled first: a deploy on
+        # top of it would leave it `building` with main moved under it.
+        self._settle_building(agent, but=proposal.id)
         spec = hive.registered(agent)
         hive.require_container(spec)
         hive.verify_binds(spec)  # an unsafe bind source stops the deploy before any step

@@ -3,6 +3,11 @@ truth, hive.sqlite an index, and a repair never destroys."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +67,62 @@ def test_7_a_deploy_killed_before_its_tag_then_denied_leaves_nothing_running(
     assert git(hive.layout.applied("alice"), "rev-parse", "main") == git(
         hive.layout.applied("alice"), "rev-parse", "deployed/0"
     )
+
+
+def killed_while_simulated_call_hangs(config: Path, *args: str, call: int = 1) -> None:
+    """Run `hivegen ARGS` and SIGKILL it while its CALL-th nixos-container call hangs."""
+    log = load_config(config).host.simulated_root / "log"
+    before = log.read_text().count("# injected fault (hang)") if log.exists() else 0
+    env = {**os.environ, "HIVEGEN_SIMHOST_FAULT": f"nixos-container:{call}:hang"}
+    counter = load_config(config).host.simulated_root / "fault-calls-nixos-container"
+    counter.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hivegen", "--config", str(config), *args],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while log.read_text().count("# injected fault (hang)") == before:
+        assert proc.poll() is None, f"hivegen {' '.join(args)} ended before the hang"
+        assert time.monotonic() < deadline, "the injected hang never came"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_9_an_interrupted_rollback_re_run_finishes_that_rollback(
+    hive: Hive, config_path: Path
+) -> None:
+    proposals = Proposals(hive)
+    proposals.approve(proposals.propose("alice", manager_commit(hive, GOOD)).id)
+    killed_while_simulated_call_hangs(config_path, "rollback", "alice", "--to", "deployed/0")
+    [interrupted] = proposals.store.in_status(ProposalStatus.BUILDING)
+    assert interrupted.kind == "rollback"
+
+    deployment = proposals.rollback("alice", "deployed/0")
+    assert deployment.proposal.id == interrupted.id  # the same rollback, finished
+    rows = proposals.store.of_agent("alice")
+    assert sorted((p.id, p.kind, p.status) for p in rows) == [
+        (1, "apply", ProposalStatus.DEPLOYED),
+        (interrupted.id, "rollback", ProposalStatus.DEPLOYED),
+    ]
+    assert proposals.store.in_status(ProposalStatus.BUILDING) == []
+    applied = hive.layout.applied("alice")
+    assert git(applied, "rev-parse", "main") == git(applied, "rev-parse", "deployed/0")
+    assert problems(hive) == []
+
+
+def test_an_approve_settles_another_interrupted_approve_of_the_agent_first(
+    hive: Hive, config_path: Path
+) -> None:
+    proposals = Proposals(hive)
+    first = proposals.propose("alice", manager_commit(hive, GOOD))
+    killed_while_simulated_call_hangs(config_path, "approve", str(first.id))
+    second = proposals.propose("alice", manager_commit(hive, OTHER))
+    proposals.approve(second.id)
+    assert proposals.store.get(first.id).status is ProposalStatus.PENDING
+    assert proposals.store.get(second.id).status is ProposalStatus.DEPLOYED
+    assert proposals.store.in_status(ProposalStatus.BUILDING) == []
+    assert problems(hive) == []
