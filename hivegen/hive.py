@@ -24,6 +24,7 @@ from hivegen.layout import TOP_DIRS
 from hivegen.meta import Meta, SyncPlan, SyncResult, UpdateResult, input_name
 from hivegen.names import AgentSpec
 from hivegen.repos import git_for, seed
+from hivegen.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,6 +533,9 @@ class Hive:
                         hint="look at it and remove it by hand; hivegen never deletes "
                         "through a link",
                     )
+        # Before the applied repo goes: while it exists, a re-run still knows the agent
+        # and gets here again.
+        Store(self.layout.database).forget(spec.name)
         deleted = []
         for target in targets:
             with safepath.opened_dir(target.root, target.parent) as parent_fd:

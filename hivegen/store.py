@@ -290,6 +290,15 @@ class Store:
                 ),
             )
 
+    def forget(self, agent: str) -> int:
+        """Drop every row of a purged agent (its tags went with its applied repo), so
+        that a new agent of that name starts with a clean history. Ids stay used: the
+        sequence keeps them. Returns how many rows went."""
+        if not self.path.exists():
+            return 0
+        with self.connect() as db:
+            return db.execute("DELETE FROM proposals WHERE agent = ?", (agent,)).rowcount
+
     def ids(self) -> set[int]:
         if not self.path.exists():
             return set()

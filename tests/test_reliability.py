@@ -126,3 +126,17 @@ def test_an_approve_settles_another_interrupted_approve_of_the_agent_first(
     assert proposals.store.get(second.id).status is ProposalStatus.DEPLOYED
     assert proposals.store.in_status(ProposalStatus.BUILDING) == []
     assert problems(hive) == []
+
+
+def test_11_purge_then_spawn_starts_a_clean_history(hive: Hive) -> None:
+    proposals = Proposals(hive)
+    first = proposals.propose("alice", manager_commit(hive, GOOD))
+    proposals.approve(first.id)
+    hive.destroy("alice", purge=True)
+    hive.spawn("alice")
+    assert [h.tag for h in proposals.history("alice")] == ["deployed/0"]
+    assert proposals.store.of_agent("alice") == []
+    assert problems(hive) == []
+    assert Doctor(hive).run(repair=True).repaired == ()
+    again = proposals.propose("alice", manager_commit(hive, OTHER))
+    assert again.id > first.id  # ids are never reused
