@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hivegen import __version__
-from hivegen.errors import ExitCode, HivegenError
+from hivegen.errors import ExitCode, HivegenError, UsageError
 from hivegen.highlight import Color, Language
 from hivegen.sanitize import terminal, terminal_line
 
@@ -860,7 +860,18 @@ def _print_table(header: list[str], rows: Sequence[Sequence[object]]) -> None:
 
 
 def _hive(args: argparse.Namespace) -> Any:
+    import os
+
+    from hivegen.config import HostRuntime
     from hivegen.hive import Hive, LockPolicy
+
+    config = _load_config(args)
+    if config.host.runtime is HostRuntime.NATIVE and os.geteuid() != 0:
+        raise UsageError(
+            f"must run as root: hivegen drives nixos-container and systemd, and owns "
+            f"{config.hive.state_root}",
+            hint=f"sudo {PROG} {args.command}",
+        )
 
     def say_waiting() -> None:
         print(
@@ -874,7 +885,7 @@ def _hive(args: argparse.Namespace) -> Any:
         print(terminal_line(line), file=sys.stderr, flush=True)
 
     return Hive(
-        _load_config(args),
+        config,
         LockPolicy(wait=not args.no_wait, on_wait=say_waiting),
         on_output=show_output,
     )
@@ -1085,6 +1096,25 @@ def _report(error: HivegenError) -> None:
         print(f"{PROG}: hint: {terminal(error.hint)}", file=sys.stderr)
 
 
+def _os_error(error: OSError) -> HivegenError:
+    import errno
+    import os
+
+    where = f"{error.filename}: " if error.filename else ""
+    message = f"{where}{error.strerror or error}"
+    match error.errno:
+        case errno.ENOSPC | errno.EDQUOT:
+            return HivegenError(
+                message,
+                hint="free space on that filesystem, then re-run the command: files are "
+                "replaced whole, and the command resumes where it stopped",
+            )
+        case errno.EACCES | errno.EPERM | errno.EROFS if os.geteuid() != 0:
+            return UsageError(message, hint="hivegen must run as root")
+        case _:
+            return HivegenError(message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1099,6 +1129,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         _report(error)
         return int(error.exit_code)
+    except OSError as os_error:
+        # A full disk, a missing permission, an I/O error: one line naming the path.
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        reported = _os_error(os_error)
+        _report(reported)
+        return int(reported.exit_code)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)

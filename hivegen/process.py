@@ -138,7 +138,10 @@ def run(argv: Sequence[str], opts: RunOpts | None = None) -> CmdOut:
 
     out = CmdOut(cmd, proc.returncode, stdout, stderr)
     if opts.check and not out.ok:
-        raise CommandError(cmd, out.returncode, out.stderr_tail())
+        tail = out.stderr_tail()
+        full = any("No space left on device" in line for line in tail)
+        hint = "a filesystem is full: free space, then re-run the command" if full else None
+        raise CommandError(cmd, out.returncode, tail, hint=hint)
     return out
 
 

@@ -161,6 +161,11 @@ class Store:
                 f"{self.path} is busy: another hivegen is writing to it ({text})",
                 hint="re-run in a moment",
             )
+        if "full" in text or "disk I/O error" in text:
+            return HivegenError(
+                f"cannot write {self.path}: {text} (is its filesystem full?)",
+                hint="free space there and re-run: the change was rolled back whole",
+            )
         if "no such table" in text:
             return HivegenError(f"{self.path} is not a hivegen database ({text})")
         return HivegenError(

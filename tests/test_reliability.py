@@ -3,15 +3,18 @@ truth, hive.sqlite an index, and a repair never destroys."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from hivegen.cli import main
 from hivegen.config import load_config
 from hivegen.doctor import Doctor
 from hivegen.hive import Hive
@@ -140,3 +143,110 @@ def test_11_purge_then_spawn_starts_a_clean_history(hive: Hive) -> None:
     assert Doctor(hive).run(repair=True).repaired == ()
     again = proposals.propose("alice", manager_commit(hive, OTHER))
     assert again.id > first.id  # ids are never reused
+
+
+@pytest.fixture
+def small_state_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 32 MiB tmpfs at tmp_path/state, where the hive's state root goes."""
+    state = tmp_path / "state"
+    state.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32m,mode=0755", "tmpfs", str(state)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs in CI: {mounted.stderr}")
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield state
+    finally:
+        subprocess.run(["umount", "--lazy", str(state)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the filesystem holding `directory` to the last byte; the filler's path."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 16, 4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_8_a_full_disk_is_one_clear_error_and_loses_nothing(
+    small_state_fs: Path, config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hive = Hive(load_config(config_path))
+    assert hive.layout.root == small_state_fs
+    hive.spawn("hm1nd")
+    hive.spawn("alice")
+    proposals = Proposals(hive)
+    proposals.approve(proposals.propose("alice", manager_commit(hive, GOOD)).id)
+    waiting = proposals.propose("alice", manager_commit(hive, OTHER))
+    sha = manager_commit(hive, GOOD + "# again\n")
+    applied = hive.layout.applied("alice")
+    before = (git(applied, "show-ref"), (hive.layout.meta / "flake.lock").read_bytes())
+
+    filler = fill(small_state_fs)
+    results = {}
+    for verb in (
+        ["status"],
+        ["pending"],
+        ["doctor"],
+        ["propose", "alice", sha],
+        ["approve", str(waiting.id)],
+    ):
+        capsys.readouterr()
+        code = main(["--config", str(config_path), *verb])
+        results[verb[0]] = (code, capsys.readouterr().err)
+    # The read-only verbs still work; the writing ones fail with the cause and the fix.
+    assert {v: c for v, (c, _) in results.items()} == {
+        "status": 0,
+        "pending": 0,
+        "doctor": 0,
+        "propose": 1,
+        "approve": 1,
+    }, results
+    for verb in ("propose", "approve"):
+        err = results[verb][1]
+        assert "Traceback" not in err
+        assert "No space left on device" in err or "is its filesystem full" in err, err
+        assert "hivegen: hint:" in err, err
+        assert "free space" in err, err
+    # Nothing moved: refs, lock and the waiting proposal are as they were.
+    assert (git(applied, "show-ref"), (hive.layout.meta / "flake.lock").read_bytes()) == before
+    assert proposals.store.get(waiting.id).status is ProposalStatus.PENDING
+
+    filler.unlink()
+    Doctor(hive).run(repair=True)
+    assert problems(hive) == []
+    proposals.approve(waiting.id)
+    assert proposals.store.get(waiting.id).status is ProposalStatus.DEPLOYED
+    assert proposals.propose("alice", sha).status is ProposalStatus.PENDING
+
+
+def test_8_not_root_on_a_real_host_is_a_usage_error(
+    tmp_path: Path,
+    hyperhive_flake: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    native = tmp_path / "native.toml"
+    native.write_text(f'[hive]\nstate_root = "{tmp_path / "s"}"\n')
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    for verb in (["status"], ["spawn", "alice"], ["doctor"]):
+        assert main(["--config", str(native), *verb]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("hivegen: error: must run as root: hivegen drives"), err
+        assert f"hint: sudo hivegen {verb[0]}" in err
+    assert not (tmp_path / "s").exists()  # refused before anything was made
+    # The simulated host (the demo, the tests) needs no root.
+    simulated = sim_config(tmp_path, hyperhive_flake)
+    assert main(["--config", str(simulated), "status"]) == 0
