@@ -214,8 +214,8 @@ def test_8_a_full_disk_is_one_clear_error_and_loses_nothing(
         "propose": 1,
         "approve": 1,
     }, results
-    for verb in ("propose", "approve"):
-        err = results[verb][1]
+    for writer in ("propose", "approve"):
+        err = results[writer][1]
         assert "Traceback" not in err
         assert "No space left on device" in err or "is its filesystem full" in err, err
         assert "hivegen: hint:" in err, err
