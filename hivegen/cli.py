@@ -369,10 +369,18 @@ def _add_proposal_commands(sub: Any) -> None:
         "build and deploy a proposal (rolled back if it fails to build)",
         "Tag approved/<id> and building/<id>, move main to the proposal, bump the meta\n"
         "flake and rebuild the container. Success: deployed/<id> and a meta commit.\n"
-        "Failure: failed/<id> holds the build error and everything is put back.",
+        "Failure: failed/<id> holds the build error and everything is put back.\n"
+        "A proposal that does not contain the agent's current deploy (made before a\n"
+        "newer one was deployed; `pending` marks it superseded) is refused: its\n"
+        "approve would revert that deploy. --force deploys it anyway.",
         "hivegen approve 3",
     )
     approve.add_argument("id", metavar="ID", type=int)
+    approve.add_argument(
+        "--force",
+        action="store_true",
+        help="deploy a superseded proposal, reverting what was deployed since it was made",
+    )
     approve.add_argument("--json", action="store_true", help="print the result as JSON")
     approve.set_defaults(handler=_cmd_approve)
 
@@ -465,6 +473,7 @@ def _cmd_pending(args: argparse.Namespace) -> int:
                 {
                     **_proposal_json(e.proposal),
                     "subject": e.subject,
+                    "superseded": e.superseded,
                     "flake_inputs": _flake_json(e.flake),
                 }
                 for e in entries
@@ -481,14 +490,22 @@ def _cmd_pending(args: argparse.Namespace) -> int:
                     e.proposal.agent,
                     _short(e.proposal.fetched_sha, 7),
                     _age(now - e.proposal.created),
-                    e.subject
-                    if e.flake.clean
-                    else f"!! FLAKE INPUTS ({', '.join(n for n, _ in e.flake.inputs) or '?'}) "
-                    + e.subject,
+                    ("(superseded) " if e.superseded else "")
+                    + (
+                        e.subject
+                        if e.flake.clean
+                        else f"!! FLAKE INPUTS ({', '.join(n for n, _ in e.flake.inputs) or '?'}) "
+                        + e.subject
+                    ),
                 ]
                 for e in entries
             ],
         )
+        if any(e.superseded for e in entries):
+            print(
+                "\n(superseded): made before the agent's current deploy and not containing "
+                "it; approve refuses it without --force"
+            )
         for e in entries:
             if not e.flake.clean:
                 sys.stdout.write("\n" + _flake_warning(e.proposal.agent, e.proposal.id, e.flake))
@@ -542,7 +559,7 @@ def _print_deployment(args: argparse.Namespace, deployment: Any) -> int:
 
 
 def _cmd_approve(args: argparse.Namespace) -> int:
-    return _print_deployment(args, _proposals(args).approve(args.id))
+    return _print_deployment(args, _proposals(args).approve(args.id, force=args.force))
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:

@@ -37,6 +37,9 @@ class PendingEntry:
     subject: str
     # Not clean only for a proposal the operator let in with --allow-flake-inputs.
     flake: policy.FlakeReport = policy.CLEAN
+    # Its commit does not contain the agent's current deploy: approving it would undo
+    # that deploy (a proposal made before a newer one was deployed).
+    superseded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +148,34 @@ class Proposals:
                 subject = self.git.out(
                     self._applied(proposal.agent), "log", "-1", "--format=%s", proposal.fetched_sha
                 )
-                entries.append(PendingEntry(proposal, subject, self.flake_report(proposal)))
+                entries.append(
+                    PendingEntry(
+                        proposal,
+                        subject,
+                        self.flake_report(proposal),
+                        superseded=self.superseded(proposal),
+                    )
+                )
             else:
                 entries.append(PendingEntry(proposal, subject))
         return entries
+
+    def superseded(self, proposal: Proposal) -> bool:
+        """True when the agent's current deploy is not in the proposal's history: its
+        approve would silently revert what was deployed since it was made. A rollback
+        is meant to go back, and is never superseded."""
+        if proposal.kind is ProposalKind.ROLLBACK or proposal.fetched_sha is None:
+            return False
+        applied = self._applied(proposal.agent)
+        main = registry.read_ref(applied / ".git", MAIN)
+        if main is None or main == proposal.fetched_sha:
+            return False
+        result = self.git.run(
+            applied, "merge-base", "--is-ancestor", main, proposal.fetched_sha, check=False
+        )
+        if result.returncode not in (0, 1):
+            raise CommandError(result.argv, result.returncode, result.stderr_tail())
+        return result.returncode == 1
 
     def diff(self, proposal_id: int) -> str:
         proposal = self.store.get(proposal_id)
@@ -217,7 +244,7 @@ class Proposals:
 
     # -- approve and rollback -----------------------------------------------------------
 
-    def approve(self, proposal_id: int) -> Deployment:
+    def approve(self, proposal_id: int, *, force: bool = False) -> Deployment:
         self.store.get(proposal_id)  # an unknown id is refused before the lock is taken
         with self.hive.locked():
             proposal = self.store.get(proposal_id)
@@ -229,6 +256,16 @@ class Proposals:
                         proposal, proposal.fetched_sha or "", ("finished an interrupted deploy",)
                     )
             proposal = self._pending(proposal_id)
+            if not force and self.superseded(proposal):
+                deployed = registry.deployed(self._applied(proposal.agent) / ".git")
+                raise HivegenError(
+                    f"proposal {proposal.id} ({proposal.agent} "
+                    f"{(proposal.fetched_sha or '')[:12]}) was made before "
+                    f"{deployed.tag or 'the current deploy'} and does not contain it: "
+                    "approving it would revert that deploy",
+                    hint=f"hivegen diff {proposal.id} shows what it would change; "
+                    f"hivegen approve {proposal.id} --force deploys it anyway",
+                )
             return self._deploy(proposal)
 
     def rollback(self, agent: str, to: str) -> Deployment:

@@ -4,6 +4,7 @@ truth, hive.sqlite an index, and a repair never destroys."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -250,3 +251,46 @@ def test_8_not_root_on_a_real_host_is_a_usage_error(
     # The simulated host (the demo, the tests) needs no root.
     simulated = sim_config(tmp_path, hyperhive_flake)
     assert main(["--config", str(simulated), "status"]) == 0
+
+
+def test_12_a_proposal_made_before_a_newer_deploy_is_refused_unless_forced(
+    hive: Hive, config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proposals = Proposals(hive)
+    older = proposals.propose("alice", manager_commit(hive, GOOD))
+    newer = proposals.propose("alice", manager_commit(hive, OTHER))  # on top of older
+    proposals.approve(newer.id)
+    applied = hive.layout.applied("alice")
+    deployed = git(applied, "rev-parse", "main")
+
+    capsys.readouterr()
+    assert main(["--config", str(config_path), "approve", str(older.id)]) == 1
+    err = capsys.readouterr().err
+    assert f"was made before deployed/{newer.id} and does not contain it" in err
+    assert f"hivegen approve {older.id} --force" in err
+    assert git(applied, "rev-parse", "main") == deployed  # nothing moved
+    assert proposals.store.get(older.id).status is ProposalStatus.PENDING
+
+    assert main(["--config", str(config_path), "pending", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["id"], row["superseded"]) == (older.id, True)
+    assert main(["--config", str(config_path), "pending"]) == 0
+    assert "(superseded) manager change" in capsys.readouterr().out
+
+    assert main(["--config", str(config_path), "approve", str(older.id), "--force"]) == 0
+    assert proposals.store.get(older.id).status is ProposalStatus.DEPLOYED
+    assert problems(hive) == []
+
+
+def test_12_a_proposal_on_top_of_the_current_deploy_is_not_superseded(hive: Hive) -> None:
+    proposals = Proposals(hive)
+    first = proposals.propose("alice", manager_commit(hive, GOOD))
+    second = proposals.propose("alice", manager_commit(hive, OTHER))
+    proposals.approve(first.id)
+    [entry] = proposals.pending()
+    assert entry.proposal.id == second.id
+    assert not entry.superseded
+    proposals.approve(second.id)
+    # A rollback goes back on purpose: never superseded.
+    proposals.rollback("alice", "deployed/0")
+    assert problems(hive) == []
