@@ -6,20 +6,18 @@ interrupted approve, re-syncs the meta flake, rewrites confs and drop-ins, and c
 
 from __future__ import annotations
 
-import os
 import shutil
 import stat
 from pathlib import Path
 
-from hivegen import hostcheck, nspawn, policy, registry, safepath, snapshot
+from hivegen import hostcheck, nspawn, registry, safepath
 from hivegen import meta as meta_mod
-from hivegen.errors import UsageError
 from hivegen.findings import Check, Finding, Report, Severity
 from hivegen.hive import Hive
 from hivegen.names import AGENT_PREFIX, AgentSpec
 from hivegen.proposals import Proposals
 from hivegen.render import LIMITS_DROPIN, render_limits_dropin
-from hivegen.repos import check_out_main
+from hivegen.repocheck import RepoChecks
 from hivegen.store import Proposal, ProposalStatus
 
 MAIN = "refs/heads/main"
@@ -31,6 +29,7 @@ class Doctor:
         self.config = hive.config
         self.layout = hive.layout
         self.proposals = Proposals(hive)
+        self.repo_checks = RepoChecks(hive, self.proposals)
         self._unsafe_agents: set[str] = set()
 
     def run(self, *, repair: bool = False) -> Report:
@@ -52,6 +51,27 @@ class Doctor:
     # -- checks -------------------------------------------------------------------------
 
     def diagnose(self) -> list[Finding]:
+        store = self.proposals.store
+        damage = store.damage()
+        if damage is not None:
+            # Every check below reads the index: this one comes first, alone.
+
+            def move_aside() -> str:
+                kept = store.move_aside()
+                return (
+                    f"{store.path} moved aside to {kept.name}; the index is rebuilt from the tags"
+                )
+
+            return [
+                Finding(
+                    Check.INDEX,
+                    None,
+                    damage.message,
+                    hint="--repair moves it aside (it is kept, never deleted) and rebuilds "
+                    "the index from the applied repos' tags",
+                    repair=move_aside,
+                )
+            ]
         findings: list[Finding] = []
         scan = registry.scan(self.config)
         paths = hostcheck.path_findings(self.hive, scan.registered + scan.tombstones)
@@ -64,74 +84,17 @@ class Doctor:
         building_agents = {p.agent for p in building}
         indexed = self.proposals.store.ids()
         for name in (*scan.registered, *scan.tombstones):
-            findings += self._repos(name, busy=name in building_agents)
-            findings += self._orphan_tags(name, indexed)
+            findings += self.repo_checks.repos(name, busy=name in building_agents)
+            findings += self.repo_checks.orphan_tags(name, indexed)
         if not any(f.check is Check.INTERRUPTED_APPROVE for f in findings):
-            findings += self._meta(scan.registered)
+            # A main that is no known deploy is never locked in: the operator decides.
+            doubt = {f.agent for f in findings if f.check is Check.APPLIED_MAIN and not f.repair}
+            findings += self._meta(scan.registered, doubt)
         findings += self._containers(scan.registered, scan.tombstones)
         findings += self._credentials(scan.registered + scan.tombstones)
         findings += self._ports(scan.registered)
         findings += self._leftovers()
         return findings
-
-    def _orphan_tags(self, name: str, indexed: set[int]) -> list[Finding]:
-        """proposal/<id> tags the index does not know. A propose killed after writing
-        its tag leaves one with nothing after it: adopted, pending, as the proposal it
-        was. One with approve/outcome tags is only reported: the order of deploys cannot
-        be read back from times, and --repair never guesses which deploy is current."""
-        git_dir = self.layout.applied(name) / ".git"
-        found = []
-        for proposal_id, sha in sorted(registry.proposal_tags(git_dir).items()):
-            if proposal_id in indexed:
-                continue
-            later = [
-                f"{step}/{proposal_id}"
-                for step in ("approved", "building", "deployed", "failed", "denied")
-                if registry.has_ref(git_dir, f"refs/tags/{step}/{proposal_id}")
-            ]
-            if later:
-                found.append(
-                    Finding(
-                        Check.APPLIED_REPO,
-                        name,
-                        f"proposal/{proposal_id} ({sha[:12]}) and {', '.join(later)} are not "
-                        f"in {self.layout.database}",
-                        hint="restore hive.sqlite from a backup; the tags in "
-                        f"{self.layout.applied(name)} keep the record",
-                    )
-                )
-                continue
-
-            try:
-                # The propose may have died before its policy check: checked again now.
-                policy.check_commit(self.hive.git, self.layout.applied(name), name, sha)
-            except UsageError as exc:
-                found.append(
-                    Finding(
-                        Check.APPLIED_REPO,
-                        name,
-                        f"proposal/{proposal_id} ({sha[:12]}) is not in the index, and its "
-                        f"commit is refused: {exc.message}",
-                        hint="not adopted; the tag is kept (hivegen never deletes one)",
-                        severity=Severity.NOTE,
-                    )
-                )
-                continue
-
-            def adopt(i: int = proposal_id, n: str = name, sha: str = sha) -> str:
-                self.proposals.store.adopt(i, n, sha)
-                return f"{n}: proposal {i} ({sha[:12]}) adopted from its tag, pending"
-
-            found.append(
-                Finding(
-                    Check.APPLIED_REPO,
-                    name,
-                    f"proposal/{proposal_id} ({sha[:12]}) is not in {self.layout.database}: a "
-                    "propose was interrupted after its tag was written",
-                    repair=adopt,
-                )
-            )
-        return found
 
     def _interrupted_approves(self, building: list[Proposal]) -> list[Finding]:
         found = []
@@ -154,66 +117,7 @@ class Doctor:
             )
         return found
 
-    def _repos(self, name: str, *, busy: bool) -> list[Finding]:
-        found = []
-        git = self.hive.git
-        proposed = self.layout.proposed(name)
-        if not _proposed_has_main(self.layout.root, name):
-            found.append(
-                Finding(
-                    Check.PROPOSED_REPO,
-                    name,
-                    f"proposed repo {proposed} is missing or has no commit",
-                    hint="it is the manager's repo: hivegen does not recreate it",
-                )
-            )
-        applied = self.layout.applied(name)
-        git_dir = applied / ".git"
-        main = registry.read_ref(git_dir, MAIN)
-        deployed = _deployed_tags(git_dir)
-        if main is None or not deployed:
-            found.append(
-                Finding(
-                    Check.APPLIED_REPO,
-                    name,
-                    f"applied repo {applied} has no main or no deployed/* tag",
-                )
-            )
-            return found
-        # The most recent deploy, by time: ids need not be approved in order.
-        newest = self.proposals.last_deployed_sha(name)
-        if main != newest and not busy:
-
-            def move_back() -> str:
-                git.run(applied, "update-ref", MAIN, newest)
-                check_out_main(git, applied)
-                return f"{name}: applied main moved back to its last deploy ({newest[:12]})"
-
-            found.append(
-                Finding(
-                    Check.APPLIED_MAIN,
-                    name,
-                    f"applied main is {main[:12]}, but the last deploy is {newest[:12]}",
-                    repair=move_back,
-                )
-            )
-        elif not busy and not git.ok(applied, "diff", "--quiet", "HEAD", "--"):
-
-            def reread() -> str:
-                check_out_main(git, applied)
-                return f"{name}: applied work tree re-read from main"
-
-            found.append(
-                Finding(
-                    Check.APPLIED_TREE,
-                    name,
-                    f"applied work tree of {name} differs from main",
-                    repair=reread,
-                )
-            )
-        return found
-
-    def _meta(self, registered: tuple[str, ...]) -> list[Finding]:
+    def _meta(self, registered: tuple[str, ...], main_in_doubt: set[str | None]) -> list[Finding]:
         meta = self.hive.meta
         plan = meta.plan()[0]
         found = []
@@ -249,8 +153,10 @@ class Doctor:
                         name,
                         f"meta locks agent-{name} at {(locked or '-')[:12]}, its applied main is "
                         f"{main[:12]}",
-                        hint=f"hivegen rebuild {name} also rebuilds the container",
-                        repair=bump,
+                        hint=f"hivegen rebuild {name} also rebuilds the container"
+                        if name not in main_in_doubt
+                        else "not bumped while its applied main is in doubt (see above)",
+                        repair=None if name in main_in_doubt else bump,
                     )
                 )
         return found
@@ -454,31 +360,8 @@ class Doctor:
         return found
 
 
-def _proposed_has_main(root: Path, name: str) -> bool:
-    """Read through directory fds, never a link (an unsafe path is reported as such)."""
-    try:
-        fd = snapshot.open_proposed_git(root, name)
-    except (safepath.UnsafePath, OSError):
-        return False
-    try:
-        return snapshot.read_main(fd, root / snapshot.proposed_git_rel(name)) is not None
-    except snapshot.HostileRepo:
-        return False
-    finally:
-        os.close(fd)
-
-
 def _leftover_agent(name: str) -> str | None:
     for prefix in (".seeding-", ".hivegen-seed-"):
         if name.startswith(prefix):
             return name[len(prefix) :]
     return None  # a snapshot or config copy: not one agent's
-
-
-def _deployed_tags(git_dir: Path) -> dict[int, str]:
-    refs = registry.refs_under(git_dir, registry.DEPLOYED_PREFIX)
-    return {
-        int(ref.rsplit("/", 1)[1]): sha
-        for ref, sha in refs.items()
-        if ref.rsplit("/", 1)[1].isdigit()
-    }

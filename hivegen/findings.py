@@ -30,6 +30,7 @@ class Check(StrEnum):
     LEFTOVER = "leftover"
     RESTART = "restart"
     DESIRED = "desired-state"
+    INDEX = "index"
     PATHS = "paths"
 
 

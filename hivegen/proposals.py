@@ -365,6 +365,11 @@ class Proposals:
                 f"{agent} is back on {old_main[:12]}, as before{put_back}:\n{error}",
                 hint=f"the error is kept in tag failed/{proposal.id}: hivegen history {agent}",
             ) from exc
+        # Its place in the agent's deploy order first (registry.DEPLOY_SEQ_PREFIX): a
+        # deployed/<id> tag never exists without one. A new seq even on a retry: deploys
+        # made since must not rank above this one.
+        seq = registry.next_deploy_seq(applied / ".git")
+        self._tag(agent, f"deploy-seq/{seq}/{proposal.id}", sha)
         self._tag(agent, f"deployed/{proposal.id}", sha)
         hive.record_system(spec)
         hive.meta.finalize(agent, f"deployed/{proposal.id}", sha)
@@ -394,15 +399,21 @@ class Proposals:
             ) from exc
         return " (its new system had been installed: the old one is back in place)"
 
-    def last_deployed_sha(self, agent: str) -> str:
-        """What the agent's applied main should be: its most recent deploy's commit."""
+    def last_deployed_sha(self, agent: str) -> str | None:
+        """What the agent's applied main should be: its last deploy's commit, by the
+        order its tags record (never by a clock). For a hive whose deploys predate that
+        record, the index says; None when nothing can tell (doctor asks the operator)."""
+        git_dir = self._applied(agent) / ".git"
+        ordered = [r for r in registry.deploy_order(git_dir) if r.seq > 0]
+        if ordered:
+            return ordered[-1].sha
+        if not registry.unordered_deploys(git_dir):
+            sha = registry.read_ref(git_dir, registry.DEPLOYED_ZERO)
+            if sha is None:
+                raise HivegenError(f"{self._applied(agent)} has no deployed/0 tag")
+            return sha
         last = self.store.last_deployed(agent)
-        if last is not None and last.fetched_sha:
-            return last.fetched_sha
-        sha = registry.read_ref(self._applied(agent) / ".git", registry.DEPLOYED_ZERO)
-        if sha is None:
-            raise HivegenError(f"{self._applied(agent)} has no deployed/0 tag")
-        return sha
+        return last.fetched_sha if last is not None else None
 
     def recover(self, proposal: Proposal) -> Proposal:
         """Finish or undo an approve that was killed half-way (status `building`)."""
@@ -417,6 +428,14 @@ class Proposals:
             self.store.set_status(proposal.id, ProposalStatus.DEPLOYED)
             return self.store.get(proposal.id)
         last_good = proposal.previous_sha or self.last_deployed_sha(agent)
+        if last_good is None:
+            raise HivegenError(
+                f"proposal {proposal.id} ({agent}) was interrupted, and which deploy "
+                f"{agent} was on before it cannot be told: its deploys predate the order "
+                "hivegen records, and hive.sqlite does not say",
+                hint=f"git -C {self._applied(agent)} tag --list 'deployed/*' shows them; "
+                "hivegen doctor says what to run",
+            )
         main = registry.read_ref(git_dir, MAIN)
         if main != last_good:
             self.git.run(applied, "update-ref", MAIN, last_good)

@@ -161,3 +161,55 @@ def highest_proposal_id(config: Config) -> int:
         if tags:
             highest = max(highest, *tags)
     return highest
+
+
+# The order of an agent's deploys, kept in git and never taken from a clock: each deploy
+# of proposal <id> tags its commit `deploy-seq/<seq>/<id>`, <seq> one above the agent's
+# highest, just before it tags `deployed/<id>`. A seq tag counts only beside its
+# deployed/<id> (one left by a deploy that was killed in between, then undone, is inert).
+DEPLOY_SEQ_PREFIX = "refs/tags/deploy-seq/"
+
+
+@dataclass(frozen=True, slots=True)
+class DeployRecord:
+    seq: int
+    proposal_id: int
+    sha: str
+
+
+def deploy_order(git_dir: Path) -> list[DeployRecord]:
+    """The agent's recorded deploys, oldest first (deployed/0, the seed, is seq 0)."""
+    deployed = {
+        int(ref[len(DEPLOYED_PREFIX) :]): sha
+        for ref, sha in refs_under(git_dir, DEPLOYED_PREFIX).items()
+        if ref[len(DEPLOYED_PREFIX) :].isdigit()
+    }
+    records = [DeployRecord(0, 0, deployed[0])] if 0 in deployed else []
+    for ref, sha in refs_under(git_dir, DEPLOY_SEQ_PREFIX).items():
+        seq, _, proposal = ref[len(DEPLOY_SEQ_PREFIX) :].partition("/")
+        if not (seq.isdigit() and proposal.isdigit()):
+            continue
+        if deployed.get(int(proposal)) == sha and int(seq) > 0:
+            records.append(DeployRecord(int(seq), int(proposal), sha))
+    return sorted(records, key=lambda r: (r.seq, r.proposal_id))
+
+
+def unordered_deploys(git_dir: Path) -> list[int]:
+    """deployed/<id> tags (id > 0) with no seq tag: made by a hivegen from before the
+    order was recorded."""
+    ordered = {r.proposal_id for r in deploy_order(git_dir)}
+    return sorted(
+        int(ref[len(DEPLOYED_PREFIX) :])
+        for ref in refs_under(git_dir, DEPLOYED_PREFIX)
+        if ref[len(DEPLOYED_PREFIX) :].isdigit() and int(ref[len(DEPLOYED_PREFIX) :]) not in ordered
+    )
+
+
+def next_deploy_seq(git_dir: Path) -> int:
+    """One above every seq tag of the agent's, counted or not: never one reused."""
+    highest = 0
+    for ref in refs_under(git_dir, DEPLOY_SEQ_PREFIX):
+        seq = ref[len(DEPLOY_SEQ_PREFIX) :].partition("/")[0]
+        if seq.isdigit():
+            highest = max(highest, int(seq))
+    return highest + 1

@@ -96,6 +96,43 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def _absent(self) -> bool:
+        """No database yet: no file, or an empty one (sqlite makes it a database on the
+        first write). Reads then see no proposals and create nothing."""
+        try:
+            return self.path.stat().st_size == 0
+        except FileNotFoundError:
+            return True
+
+    def damage(self) -> HivegenError | None:
+        """Why the database cannot be read (damaged, or not hivegen's), or None."""
+        if self._absent():
+            return None
+        try:
+            with self.read() as db:
+                db.execute("SELECT COUNT(*) FROM proposals").fetchone()
+        except sqlite3.DatabaseError as exc:
+            return self._error(exc)
+        except HivegenError as exc:
+            return exc
+        return None
+
+    def move_aside(self) -> Path:
+        """Rename a damaged database (and its WAL files) out of the way, never deleting
+        it; the next write starts a fresh one. Returns the new name."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        counter = 0
+        while target.exists():
+            counter += 1
+            target = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{counter}")
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                side.rename(target.with_name(target.name + suffix))
+        self.path.rename(target)
+        return target
+
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
         """One connection in one transaction: committed on success, rolled back on error."""
@@ -193,7 +230,7 @@ class Store:
     # -- queries ------------------------------------------------------------------------
 
     def get(self, proposal_id: int) -> Proposal:
-        if not self.path.exists():  # reading never creates the database
+        if self._absent():  # reading never creates the database
             raise UsageError(f"no proposal {proposal_id}", hint="hivegen pending lists them")
         with self.read() as db:
             found = _rows(db, "SELECT * FROM proposals WHERE id = ?", (proposal_id,))
@@ -203,7 +240,7 @@ class Store:
         return _row(row)
 
     def pending(self) -> list[Proposal]:
-        if not self.path.exists():
+        if self._absent():
             return []
         with self.read() as db:
             rows = _rows(
@@ -214,7 +251,7 @@ class Store:
         return [_row(r) for r in rows]
 
     def pending_counts(self) -> dict[str, int]:
-        if not self.path.exists():
+        if self._absent():
             return {}
         with self.read() as db:
             rows = _rows(
@@ -225,7 +262,7 @@ class Store:
         return {r["agent"]: r["n"] for r in rows}
 
     def of_agent(self, agent: str) -> list[Proposal]:
-        if not self.path.exists():
+        if self._absent():
             return []
         with self.read() as db:
             rows = _rows(db, "SELECT * FROM proposals WHERE agent = ? ORDER BY id DESC", (agent,))
@@ -233,20 +270,20 @@ class Store:
 
     def last_deployed(self, agent: str) -> Proposal | None:
         """The agent's proposal deployed most recently (ids need not be in deploy order)."""
-        if not self.path.exists():
+        if self._absent():
             return None
         with self.read() as db:
             found = _rows(
                 db,
                 "SELECT * FROM proposals WHERE agent = ? AND status = ? "
-                "ORDER BY resolved DESC, id DESC LIMIT 1",
+                "AND resolved IS NOT NULL ORDER BY resolved DESC, id DESC LIMIT 1",
                 (agent, ProposalStatus.DEPLOYED),
             )
             row = found[0] if found else None
         return _row(row) if row else None
 
     def in_status(self, status: ProposalStatus) -> list[Proposal]:
-        if not self.path.exists():
+        if self._absent():
             return []
         with self.read() as db:
             rows = _rows(db, "SELECT * FROM proposals WHERE status = ? ORDER BY id", (status,))
@@ -295,17 +332,50 @@ class Store:
                 ),
             )
 
+    def restore(
+        self,
+        proposal_id: int,
+        agent: str,
+        sha: str,
+        status: ProposalStatus,
+        *,
+        note: str = "",
+        error: str = "",
+    ) -> None:
+        """Index a proposal the applied repo's tags record and the index lost (an
+        emptied or re-created hive.sqlite): its id, commit and status from the tags.
+        When it ended is not known (tags carry no trusted time): `resolved` stays empty,
+        so it is never taken as evidence of which deploy came last."""
+        now = time.time()
+        with self.connect() as db:
+            db.execute(
+                "INSERT INTO proposals (id, agent, kind, commit_ref, fetched_sha, status, "
+                "note, error, created, resolved) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    proposal_id,
+                    agent,
+                    ProposalKind.APPLY,
+                    sha[:12],
+                    sha,
+                    status,
+                    note,
+                    error,
+                    now,
+                    None,
+                ),
+            )
+
     def forget(self, agent: str) -> int:
         """Drop every row of a purged agent (its tags went with its applied repo), so
         that a new agent of that name starts with a clean history. Ids stay used: the
         sequence keeps them. Returns how many rows went."""
-        if not self.path.exists():
+        if self._absent():
             return 0
         with self.connect() as db:
             return db.execute("DELETE FROM proposals WHERE agent = ?", (agent,)).rowcount
 
     def ids(self) -> set[int]:
-        if not self.path.exists():
+        if self._absent():
             return set()
         with self.read() as db:
             return {r["id"] for r in _rows(db, "SELECT id FROM proposals", ())}

@@ -18,9 +18,9 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).parent.parent
-IGNORED = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", ".pytest_cache", "__pycache__", ".mypy_cache"
-)
+# What the sdist needs (pyproject's readme and package dirs): a fixed list, so that other
+# tests writing caches into the checkout meanwhile cannot race the copy.
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "hivegen")
 
 
 def build_system_requires() -> list[str]:
@@ -65,7 +65,13 @@ def venv_with(tmp_path: Path, dists: set[str]) -> Path:
 
 def build_wheel(python: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=IGNORED)
+    src.mkdir()
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+            shutil.copytree(ROOT / name, src / name, ignore=ignore)
+        else:
+            shutil.copy2(ROOT / name, src / name)
     return subprocess.run(
         [
             str(python),

@@ -60,7 +60,14 @@ def test_approve_deploys(hive: Hive, proposals: Proposals) -> None:
 
     deployment = proposals.approve(1)
     assert deployment.proposal.status is ProposalStatus.DEPLOYED
-    assert tags(hive) == ["approved/1", "building/1", "deployed/0", "deployed/1", "proposal/1"]
+    assert tags(hive) == [
+        "approved/1",
+        "building/1",
+        "deploy-seq/1/1",
+        "deployed/0",
+        "deployed/1",
+        "proposal/1",
+    ]
     applied = hive.layout.applied("alice")
     assert git(applied, "rev-parse", "main") == sha
     assert git(applied, "status", "--porcelain") == ""

@@ -18,6 +18,7 @@ import pytest
 from hivegen.cli import main
 from hivegen.config import load_config
 from hivegen.doctor import Doctor
+from hivegen.errors import HivegenError
 from hivegen.hive import Hive
 from hivegen.proposals import Proposals
 from hivegen.store import ProposalStatus
@@ -25,6 +26,7 @@ from tests.conftest import approve_killed_at_tag, commit_dir, git, sim_config
 
 GOOD = '{ ... }: { environment.variables.GREETING = "hello"; }\n'
 OTHER = '{ ... }: { environment.variables.GREETING = "other"; }\n'
+BROKEN = '{ ... }: { environment.variables.GREETING = throw "broken on purpose"; }\n'
 
 
 @pytest.fixture
@@ -294,3 +296,103 @@ def test_12_a_proposal_on_top_of_the_current_deploy_is_not_superseded(hive: Hive
     # A rollback goes back on purpose: never superseded.
     proposals.rollback("alice", "deployed/0")
     assert problems(hive) == []
+
+
+def lost_index(hive: Hive, how: str) -> None:
+    database = hive.layout.database
+    for side in ("-wal", "-shm"):
+        database.with_name(database.name + side).unlink(missing_ok=True)
+    match how:
+        case "deleted":
+            database.unlink()
+        case "emptied":
+            database.write_bytes(b"")
+        case "garbage":
+            database.write_bytes(b"this is not a database\n" * 200)
+        case _:
+            raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied", "garbage"])
+def test_2_a_lost_index_is_rebuilt_from_the_tags_and_moves_nothing(hive: Hive, how: str) -> None:
+    proposals = Proposals(hive)
+    deployed = proposals.propose("alice", manager_commit(hive, GOOD))
+    proposals.approve(deployed.id)
+    failing = proposals.propose("alice", manager_commit(hive, BROKEN))
+    with pytest.raises(HivegenError):
+        proposals.approve(failing.id)
+    denied = proposals.propose("alice", manager_commit(hive, OTHER))
+    proposals.deny(denied.id, "not now")
+    waiting = proposals.propose("alice", manager_commit(hive, GOOD + "# later\n"))
+    before = {p.id: (p.status, p.fetched_sha) for p in proposals.store.of_agent("alice")}
+    applied = hive.layout.applied("alice")
+    main_before = git(applied, "rev-parse", "main")
+    lock_before = (hive.layout.meta / "flake.lock").read_bytes()
+
+    lost_index(hive, how)
+    report = Doctor(hive).run(repair=True)
+    assert git(applied, "rev-parse", "main") == main_before  # never moved back
+    assert (hive.layout.meta / "flake.lock").read_bytes() == lock_before
+    assert problems(hive) == [], report.repaired
+    after = {p.id: (p.status, p.fetched_sha) for p in proposals.store.of_agent("alice")}
+    assert after == before
+    assert "broken on purpose" in proposals.store.get(failing.id).error
+    assert proposals.store.get(denied.id).note == "not now"
+    if how == "garbage":
+        [kept] = hive.layout.root.glob("hive.sqlite.damaged-*")
+        assert kept.read_bytes().startswith(b"this is not a database")
+    # The rebuilt index works: the waiting proposal deploys, a new one gets a new id.
+    proposals.approve(waiting.id)
+    assert proposals.propose("alice", manager_commit(hive, OTHER + "# again\n")).id > waiting.id
+
+
+def test_3_a_clock_stepping_back_between_approves_reverts_nothing(
+    hive: Hive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proposals = Proposals(hive)
+    first = proposals.propose("alice", manager_commit(hive, GOOD))
+    second = proposals.propose("alice", manager_commit(hive, OTHER))
+    proposals.approve(first.id)
+    real = time.time
+    monkeypatch.setattr("hivegen.store.time.time", lambda: real() - 86_400)  # a day back
+    proposals.approve(second.id)
+    monkeypatch.setattr("hivegen.store.time.time", real)
+    applied = hive.layout.applied("alice")
+    main = git(applied, "rev-parse", "main")
+    assert main == git(applied, "rev-parse", f"deployed/{second.id}")
+    report = Doctor(hive).run(repair=True)
+    assert report.repaired == ()
+    assert git(applied, "rev-parse", "main") == main
+    assert problems(hive) == []
+
+
+def test_deploys_from_before_the_order_was_recorded_get_it_from_applied_main(
+    hive: Hive,
+) -> None:
+    """A hive whose deploys have no seq tags (hivegen before them) and whose index was
+    lost: applied main is taken as the last deploy (it is one), nothing moves."""
+    proposals = Proposals(hive)
+    proposals.approve(proposals.propose("alice", manager_commit(hive, GOOD)).id)
+    proposals.approve(proposals.propose("alice", manager_commit(hive, OTHER)).id)
+    applied = hive.layout.applied("alice")
+    for ref in git(applied, "tag", "--list", "deploy-seq/*").split():
+        git(applied, "tag", "-d", ref)
+    lost_index(hive, "deleted")
+    main = git(applied, "rev-parse", "main")
+    findings = Doctor(hive).run().problems
+    assert any("order of alice's deploys is not recorded" in f.message for f in findings)
+    Doctor(hive).run(repair=True)
+    assert git(applied, "rev-parse", "main") == main
+    assert git(applied, "tag", "--list", "deploy-seq/*") == "deploy-seq/1/2"
+    assert problems(hive) == []
+    # Main at a commit no deploy names, in such a hive: the operator's to decide.
+    git(applied, "tag", "-d", "deploy-seq/1/2")
+    lost_index(hive, "deleted")
+    undeployed = proposals.propose("alice", manager_commit(hive, BROKEN)).fetched_sha
+    assert undeployed is not None
+    git(applied, "update-ref", "refs/heads/main", undeployed)
+    report = Doctor(hive).run(repair=True)
+    [finding] = [f for f in report.findings if f.check == "applied-main"]
+    assert git(applied, "rev-parse", "main") == undeployed  # not moved
+    assert "neither the tags nor hive.sqlite say which deploy was the last" in finding.message
+    assert "update-ref refs/heads/main deployed/<id>" in (finding.hint or "")

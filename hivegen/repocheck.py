@@ -1,0 +1,245 @@
+"""doctor's checks of the repos: each agent's proposed and applied repo, its deploy
+order, and proposal tags the index (hive.sqlite) does not know, which --repair indexes
+from the tags (git is the record; the index can always be rebuilt from it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hivegen import policy, registry, safepath, snapshot
+from hivegen.errors import UsageError
+from hivegen.findings import Check, Finding, Severity
+from hivegen.hive import Hive
+from hivegen.proposals import Proposals
+from hivegen.repos import check_out_main
+from hivegen.store import ProposalStatus
+
+MAIN = "refs/heads/main"
+
+
+class RepoChecks:
+    def __init__(self, hive: Hive, proposals: Proposals) -> None:
+        self.hive = hive
+        self.layout = hive.layout
+        self.proposals = proposals
+
+    def orphan_tags(self, name: str, indexed: set[int]) -> list[Finding]:
+        """proposal/<id> tags the index does not know. A propose killed after writing
+        its tag leaves one with nothing after it: adopted, pending, as the proposal it
+        was, if its commit still passes the policy. One with approve or outcome tags (a
+        lost or re-created hive.sqlite) is indexed as its tags say it ended."""
+        git_dir = self.layout.applied(name) / ".git"
+        found = []
+        for proposal_id, sha in sorted(registry.proposal_tags(git_dir).items()):
+            if proposal_id in indexed:
+                continue
+            later = [
+                f"{step}/{proposal_id}"
+                for step in ("approved", "building", "deployed", "failed", "denied")
+                if registry.has_ref(git_dir, f"refs/tags/{step}/{proposal_id}")
+            ]
+            if later:
+                found.append(self._restore_from_tags(name, proposal_id, sha, later))
+                continue
+
+            try:
+                # The propose may have died before its policy check: checked again now.
+                policy.check_commit(self.hive.git, self.layout.applied(name), name, sha)
+            except UsageError as exc:
+                found.append(
+                    Finding(
+                        Check.APPLIED_REPO,
+                        name,
+                        f"proposal/{proposal_id} ({sha[:12]}) is not in the index, and its "
+                        f"commit is refused: {exc.message}",
+                        hint="not adopted; the tag is kept (hivegen never deletes one)",
+                        severity=Severity.NOTE,
+                    )
+                )
+                continue
+
+            def adopt(i: int = proposal_id, n: str = name, sha: str = sha) -> str:
+                self.proposals.store.adopt(i, n, sha)
+                return f"{n}: proposal {i} ({sha[:12]}) adopted from its tag, pending"
+
+            found.append(
+                Finding(
+                    Check.APPLIED_REPO,
+                    name,
+                    f"proposal/{proposal_id} ({sha[:12]}) is not in {self.layout.database}: a "
+                    "propose was interrupted after its tag was written",
+                    repair=adopt,
+                )
+            )
+        return found
+
+    def _restore_from_tags(
+        self, name: str, proposal_id: int, sha: str, later: list[str]
+    ) -> Finding:
+        """deployed/<id>: deployed; failed/<id>, denied/<id>: so, with the tag's text as
+        the error or note; approved/ or building/<id> alone: an approve that was
+        interrupted (indexed as building, and settled by the next repair round)."""
+        steps = {tag.split("/", 1)[0] for tag in later}
+        status = ProposalStatus.BUILDING
+        for step, outcome in (
+            ("deployed", ProposalStatus.DEPLOYED),
+            ("failed", ProposalStatus.FAILED),
+            ("denied", ProposalStatus.DENIED),
+        ):
+            if step in steps:
+                status = outcome
+                break
+
+        def restore(n: str = name, i: int = proposal_id, s: ProposalStatus = status) -> str:
+            applied = self.layout.applied(n)
+            text = ""
+            if s in (ProposalStatus.FAILED, ProposalStatus.DENIED):
+                tag = f"{'failed' if s is ProposalStatus.FAILED else 'denied'}/{i}"
+                text = self.hive.git.out(applied, "tag", "-l", "--format=%(contents)", tag)
+            self.proposals.store.restore(
+                i,
+                n,
+                sha,
+                s,
+                note=text if s is ProposalStatus.DENIED else "indexed from its tags",
+                error=text if s is ProposalStatus.FAILED else "",
+            )
+            return f"{n}: proposal {i} ({sha[:12]}) indexed from its tags as {s}"
+
+        return Finding(
+            Check.APPLIED_REPO,
+            name,
+            f"proposal/{proposal_id} ({sha[:12]}) and {', '.join(later)} are not in "
+            f"{self.layout.database}",
+            hint=f"the tags in {self.layout.applied(name)} keep the record: --repair "
+            "indexes it from them",
+            repair=restore,
+        )
+
+    def repos(self, name: str, *, busy: bool) -> list[Finding]:
+        found = []
+        git = self.hive.git
+        proposed = self.layout.proposed(name)
+        if not _proposed_has_main(self.layout.root, name):
+            found.append(
+                Finding(
+                    Check.PROPOSED_REPO,
+                    name,
+                    f"proposed repo {proposed} is missing or has no commit",
+                    hint="it is the manager's repo: hivegen does not recreate it",
+                )
+            )
+        applied = self.layout.applied(name)
+        git_dir = applied / ".git"
+        main = registry.read_ref(git_dir, MAIN)
+        deployed = _deployed_tags(git_dir)
+        if main is None or not deployed:
+            found.append(
+                Finding(
+                    Check.APPLIED_REPO,
+                    name,
+                    f"applied repo {applied} has no main or no deployed/* tag",
+                )
+            )
+            return found
+        # The most recent deploy, by the order the tags record: ids need not be
+        # approved in order, and clocks step.
+        newest = self.proposals.last_deployed_sha(name)
+        ordered = [r for r in registry.deploy_order(git_dir) if r.seq > 0]
+        if not busy and not ordered and registry.unordered_deploys(git_dir):
+            order = self.record_order(name, main, newest, deployed)
+            if order:
+                return found + order
+        if newest is not None and main != newest and not busy:
+
+            def move_back() -> str:
+                git.run(applied, "update-ref", MAIN, newest)
+                check_out_main(git, applied)
+                return f"{name}: applied main moved back to its last deploy ({newest[:12]})"
+
+            found.append(
+                Finding(
+                    Check.APPLIED_MAIN,
+                    name,
+                    f"applied main is {main[:12]}, but the last deploy is {newest[:12]}",
+                    repair=move_back,
+                )
+            )
+        elif not busy and not git.ok(applied, "diff", "--quiet", "HEAD", "--"):
+
+            def reread() -> str:
+                check_out_main(git, applied)
+                return f"{name}: applied work tree re-read from main"
+
+            found.append(
+                Finding(
+                    Check.APPLIED_TREE,
+                    name,
+                    f"applied work tree of {name} differs from main",
+                    repair=reread,
+                )
+            )
+        return found
+
+    def record_order(
+        self, name: str, main: str, newest: str | None, deployed: dict[int, str]
+    ) -> list[Finding]:
+        """Deploys from a hivegen that did not record their order. Applied main is the
+        last one when it is one of them and the index (if it has them) agrees: --repair
+        records that, and later deploys rank above it. Otherwise the operator decides."""
+        applied = self.layout.applied(name)
+        at_main = sorted(i for i, sha in deployed.items() if sha == main)
+        if at_main and newest in (None, main):
+            last = at_main[-1]
+
+            def record(n: str = name, i: int = last, sha: str = main) -> str:
+                seq = registry.next_deploy_seq(self.layout.applied(n) / ".git")
+                self.hive.git.tag(self.layout.applied(n), f"deploy-seq/{seq}/{i}", sha)
+                return f"{n}: deployed/{i} (its applied main) recorded as its last deploy"
+
+            return [
+                Finding(
+                    Check.APPLIED_REPO,
+                    name,
+                    f"the order of {name}'s deploys is not recorded (a hive from before "
+                    f"hivegen recorded it); applied main is deployed/{last}",
+                    repair=record,
+                )
+            ]
+        if newest is not None:
+            return []  # the index knows the last deploy: the main check below applies
+        return [
+            Finding(
+                Check.APPLIED_MAIN,
+                name,
+                f"applied main of {name} is {main[:12]}, which no deployed/* tag names, and "
+                "neither the tags nor hive.sqlite say which deploy was the last",
+                hint=f"choose it: git -C {applied} update-ref refs/heads/main deployed/<id>, "
+                "then hivegen doctor --repair (tags: git -C "
+                f"{applied} tag --list 'deployed/*')",
+            )
+        ]
+
+
+def _proposed_has_main(root: Path, name: str) -> bool:
+    """Read through directory fds, never a link (an unsafe path is reported as such)."""
+    try:
+        fd = snapshot.open_proposed_git(root, name)
+    except (safepath.UnsafePath, OSError):
+        return False
+    try:
+        return snapshot.read_main(fd, root / snapshot.proposed_git_rel(name)) is not None
+    except snapshot.HostileRepo:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _deployed_tags(git_dir: Path) -> dict[int, str]:
+    refs = registry.refs_under(git_dir, registry.DEPLOYED_PREFIX)
+    return {
+        int(ref.rsplit("/", 1)[1]): sha
+        for ref, sha in refs.items()
+        if ref.rsplit("/", 1)[1].isdigit()
+    }
