@@ -10,7 +10,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from hivegen import hostcheck, nspawn, registry, safepath
+from hivegen import gitlocks, hostcheck, nspawn, registry, safepath
 from hivegen import meta as meta_mod
 from hivegen.findings import Check, Finding, Report, Severity
 from hivegen.hive import Hive
@@ -74,6 +74,8 @@ class Doctor:
             ]
         findings: list[Finding] = []
         scan = registry.scan(self.config)
+        # First: a stale lock makes every later git in that repo fail, repairs included.
+        findings += self._git_locks(scan.registered + scan.tombstones)
         paths = hostcheck.path_findings(self.hive, scan.registered + scan.tombstones)
         findings += paths
         # An agent with an unsafe path gets no conf repair: the bind check would refuse it.
@@ -113,6 +115,44 @@ class Doctor:
                     f"proposal {proposal.id} was being built when its approve was interrupted",
                     hint=f"hivegen approve {proposal.id} finishes it",
                     repair=fix,
+                )
+            )
+        return found
+
+    def _git_locks(self, names: tuple[str, ...]) -> list[Finding]:
+        git_dirs = [self.layout.meta / ".git", *(self.layout.applied(n) / ".git" for n in names)]
+        found = []
+        for lock in gitlocks.survey(git_dirs):
+            if lock.holders:
+                who = ", ".join(f"pid {pid} ({comm})" for pid, comm in lock.holders)
+                found.append(
+                    Finding(
+                        Check.GIT_LOCK,
+                        None,
+                        f"{lock.path} is held by {who}",
+                        hint="a git is working there: let it finish, then run the command again",
+                        severity=Severity.NOTE,
+                    )
+                )
+                continue
+
+            def remove(path: Path = lock.path) -> str:
+                if gitlocks.remove_if_stale(path):
+                    return f"removed stale git lock {path}"
+                return f"left {path}: it is in use again"
+
+            stale = lock.age >= gitlocks.SAFE_AGE
+            found.append(
+                Finding(
+                    Check.GIT_LOCK,
+                    None,
+                    f"{lock.path} is a git lock no process holds ({lock.age:.0f}s old): "
+                    "every git that needs it fails until it is removed",
+                    hint=None
+                    if stale
+                    else f"--repair removes it once it is {gitlocks.SAFE_AGE:.0f}s old "
+                    "(a git may have just taken it); or remove it by hand",
+                    repair=remove if stale else None,
                 )
             )
         return found

@@ -31,6 +31,7 @@ class Check(StrEnum):
     RESTART = "restart"
     DESIRED = "desired-state"
     INDEX = "index"
+    GIT_LOCK = "git-lock"
     PATHS = "paths"
 
 

@@ -139,8 +139,14 @@ def run(argv: Sequence[str], opts: RunOpts | None = None) -> CmdOut:
     out = CmdOut(cmd, proc.returncode, stdout, stderr)
     if opts.check and not out.ok:
         tail = out.stderr_tail()
-        full = any("No space left on device" in line for line in tail)
-        hint = "a filesystem is full: free space, then re-run the command" if full else None
+        hint = None
+        if any("No space left on device" in line for line in tail):
+            hint = "a filesystem is full: free space, then re-run the command"
+        elif any(".lock': File exists" in line for line in tail):
+            hint = (
+                "a git lock is in the way: hivegen doctor names it, and --repair removes "
+                "it when no process holds it"
+            )
         raise CommandError(cmd, out.returncode, tail, hint=hint)
     return out
 

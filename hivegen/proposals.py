@@ -12,6 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from hivegen import policy, registry, snapshot
 from hivegen.errors import CommandError, HivegenError, UsageError
@@ -322,34 +323,22 @@ class Proposals:
         assert old_main is not None
         steps = []
         self.store.set_status(proposal.id, ProposalStatus.BUILDING, previous_sha=old_main)
-        self._tag(agent, f"approved/{proposal.id}", sha)
-        self._tag(agent, f"building/{proposal.id}", sha)
-        # Compare-and-swap: main moves only from the sha it had when we read it.
-        git.run(applied, "update-ref", MAIN, sha, old_main)
-        check_out_main(git, applied)
+        try:
+            self._tag(agent, f"approved/{proposal.id}", sha)
+            self._tag(agent, f"building/{proposal.id}", sha)
+            # Compare-and-swap: main moves only from the sha it had when we read it.
+            git.run(applied, "update-ref", MAIN, sha, old_main)
+            check_out_main(git, applied)
+        except HivegenError as exc:
+            # A stale git lock, a full disk: not the proposal's fault, nothing built.
+            self._unstart(proposal, old_main, exc, f"start the deploy of proposal {proposal.id}")
         system_before = hive.host.system(spec.container)
         try:
             hive.meta.prepare(agent)
         except HivegenError as exc:
-            # Not the proposal's fault (a stale git lock, a damaged flake.lock, a full
-            # disk): everything goes back and the proposal stays approvable.
-            git.run(applied, "update-ref", MAIN, old_main, sha)
-            check_out_main(git, applied)
-            try:
-                hive.meta.abort(agent)
-            except HivegenError as undo:
-                # Left `building`: the next approve (or doctor --repair) finishes the undo.
-                raise HivegenError(
-                    f"could not stage {agent}'s new commit in the meta flake: {exc.message}\n"
-                    f"and undoing it failed too: {undo.message}\nnothing was built",
-                    hint=f"fix the cause (hivegen doctor), then: hivegen approve {proposal.id}",
-                ) from exc
-            self.store.set_status(proposal.id, ProposalStatus.PENDING)
-            raise HivegenError(
-                f"could not stage {agent}'s new commit in the meta flake: {exc.message}\n"
-                f"nothing was built; proposal {proposal.id} is still pending",
-                hint=f"fix the cause (hivegen doctor), then: hivegen approve {proposal.id}",
-            ) from exc
+            self._unstart(
+                proposal, old_main, exc, f"stage {agent}'s new commit in the meta flake", meta=True
+            )
         try:
             hive.host.update(spec.container, hive.host.flake_ref(agent))
         except HivegenError as exc:
@@ -377,6 +366,40 @@ class Proposals:
         steps.append(f"deployed {sha[:12]} as deployed/{proposal.id}")
         steps += hive.apply_host_files(spec)
         return Deployment(self.store.get(proposal.id), sha, tuple(steps))
+
+    def _unstart(
+        self,
+        proposal: Proposal,
+        old_main: str,
+        error: HivegenError,
+        doing: str,
+        *,
+        meta: bool = False,
+    ) -> NoReturn:
+        """After an error that is not the proposal's (a stale git lock, a damaged
+        flake.lock, a full disk): main, and with `meta` the meta flake, back where they
+        were and the proposal back to pending; then raise, saying so."""
+        applied = self._applied(proposal.agent)
+        hint = error.hint or f"fix the cause (hivegen doctor), then: hivegen approve {proposal.id}"
+        try:
+            if registry.read_ref(applied / ".git", MAIN) != old_main:
+                self.git.run(applied, "update-ref", MAIN, old_main)
+            check_out_main(self.git, applied)
+            if meta:
+                self.hive.meta.abort(proposal.agent)
+        except HivegenError as undo:
+            # Left `building`: the next approve (or doctor --repair) finishes the undo.
+            raise HivegenError(
+                f"could not {doing}: {error.message}\nand undoing it failed too: "
+                f"{undo.message}\nnothing was built",
+                hint=hint,
+            ) from error
+        self.store.set_status(proposal.id, ProposalStatus.PENDING)
+        raise HivegenError(
+            f"could not {doing}: {error.message}\nnothing was built; proposal "
+            f"{proposal.id} is still pending",
+            hint=hint,
+        ) from error
 
     def _put_back_system(self, spec: AgentSpec, before: Path | None, error: str) -> str:
         """After a failed update: if nixos-container had already moved the profile (the

@@ -396,3 +396,74 @@ def test_deploys_from_before_the_order_was_recorded_get_it_from_applied_main(
     assert git(applied, "rev-parse", "main") == undeployed  # not moved
     assert "neither the tags nor hive.sqlite say which deploy was the last" in finding.message
     assert "update-ref refs/heads/main deployed/<id>" in (finding.hint or "")
+
+
+STALE_LOCKS = [
+    ("applied", "index.lock"),
+    ("applied", "refs/heads/main.lock"),
+    ("applied", "HEAD.lock"),
+    ("applied", "refs/tags/deployed/{id}.lock"),
+    ("meta", "index.lock"),
+    ("meta", "refs/heads/main.lock"),
+]
+
+
+def plant_lock(hive: Hive, repo: str, rel: str, age: float) -> Path:
+    git_dir = (hive.layout.applied("alice") if repo == "applied" else hive.layout.meta) / ".git"
+    lock = git_dir / rel
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")
+    when = time.time() - age
+    os.utime(lock, (when, when))
+    return lock
+
+
+@pytest.mark.parametrize(("repo", "rel"), STALE_LOCKS)
+def test_6_a_stale_git_lock_is_named_removed_and_the_approve_finishes(
+    hive: Hive, config_path: Path, repo: str, rel: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proposals = Proposals(hive)
+    proposal = proposals.propose("alice", manager_commit(hive, GOOD))
+    lock = plant_lock(hive, repo, rel.format(id=proposal.id), age=3600)
+
+    capsys.readouterr()
+    code = main(["--config", str(config_path), "approve", str(proposal.id)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    status = proposals.store.get(proposal.id).status
+    if code != 0:
+        # Never a build failure: the proposal stays approvable, and the fix is named.
+        assert status in (ProposalStatus.PENDING, ProposalStatus.BUILDING), err
+        assert str(lock) in err, err
+        assert "hivegen doctor names it" in err, err
+    findings = [f for f in Doctor(hive).run().findings if f.check == "git-lock"]
+    assert [f.message.split(" is a git lock")[0] for f in findings] == [str(lock)]
+
+    Doctor(hive).run(repair=True)
+    assert not lock.exists()
+    if proposals.store.get(proposal.id).status is ProposalStatus.PENDING:
+        proposals.approve(proposal.id)
+    assert proposals.store.get(proposal.id).status is ProposalStatus.DEPLOYED
+    assert problems(hive) == []
+    recorded = hive.recorded_system(hive.spec("alice"))
+    assert recorded is not None
+    assert recorded[0] == f"deployed/{proposal.id}"
+    assert hive.host.system("h-alice") == recorded[1]  # it runs what hivegen says
+
+
+def test_6_a_recent_or_held_lock_is_reported_and_left(hive: Hive) -> None:
+    recent = plant_lock(hive, "applied", "index.lock", age=5)
+    held = plant_lock(hive, "meta", "index.lock", age=3600)
+    with held.open() as handle:
+        holder = subprocess.Popen(["sleep", "60"], stdin=handle)
+    try:
+        report = Doctor(hive).run(repair=True)
+        assert recent.exists()
+        assert held.exists()
+        messages = [f.message for f in report.findings if f.check == "git-lock"]
+        assert any(f"{recent} is a git lock no process holds" in m for m in messages)
+        assert any(f"{held} is held by pid {holder.pid} (sleep)" in m for m in messages)
+    finally:
+        holder.kill()
+        holder.wait()
+    recent.unlink()
