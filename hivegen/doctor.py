@@ -158,6 +158,9 @@ class Doctor:
         return found
 
     def _meta(self, registered: tuple[str, ...], main_in_doubt: set[str | None]) -> list[Finding]:
+        damaged = self.repo_checks.integrity(self.layout.meta, Check.META, None)
+        if damaged:
+            return damaged
         meta = self.hive.meta
         plan = meta.plan()[0]
         found = []

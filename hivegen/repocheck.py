@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hivegen import policy, registry, safepath, snapshot
-from hivegen.errors import UsageError
+from hivegen import fsutil, policy, registry, safepath, snapshot
+from hivegen.errors import HivegenError
 from hivegen.findings import Check, Finding, Severity
 from hivegen.hive import Hive
 from hivegen.proposals import Proposals
@@ -46,7 +46,7 @@ class RepoChecks:
             try:
                 # The propose may have died before its policy check: checked again now.
                 policy.check_commit(self.hive.git, self.layout.applied(name), name, sha)
-            except UsageError as exc:
+            except HivegenError as exc:  # refused, or its commit cannot be read
                 found.append(
                     Finding(
                         Check.APPLIED_REPO,
@@ -117,6 +117,50 @@ class RepoChecks:
             repair=restore,
         )
 
+    def integrity(self, repo: Path, check: Check, agent: str | None) -> list[Finding]:
+        """HEAD is hivegen's (`ref: refs/heads/main`), and every object the refs reach
+        is there (`git fsck --connectivity-only`: cheap, no blob is hashed)."""
+        head = repo / ".git" / "HEAD"
+        if not head.parent.is_dir():
+            return []  # no repo yet (the meta flake of an empty hive): other checks say so
+        try:
+            text = head.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            text = f"<unreadable: {exc.strerror}>"
+        if text.strip() != "ref: refs/heads/main":
+
+            def rewrite(path: Path = head) -> str:
+                fsutil.write_atomic(path, "ref: refs/heads/main\n")
+                return f"{path} set back to ref: refs/heads/main"
+
+            shown = text.strip()[:60] or "empty"
+            return [
+                Finding(
+                    check,
+                    agent,
+                    f"{head} is not hivegen's ({shown!r}): git cannot read {repo}",
+                    repair=rewrite if registry.has_ref(repo / ".git", MAIN) else None,
+                )
+            ]
+        result = self.hive.git.run(
+            repo, "fsck", "--connectivity-only", "--no-dangling", check=False
+        )
+        if result.ok:
+            return []
+        problems = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+        shown = "; ".join(problems[:3]) + (
+            f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        )
+        return [
+            Finding(
+                check,
+                agent,
+                f"{repo} is damaged: {shown}",
+                hint=f"restore {repo} from a backup (git -C {repo} fsck lists all); a "
+                "missing proposal commit is still in the manager's repo: propose it again",
+            )
+        ]
+
     def repos(self, name: str, *, busy: bool) -> list[Finding]:
         found = []
         git = self.hive.git
@@ -132,6 +176,9 @@ class RepoChecks:
             )
         applied = self.layout.applied(name)
         git_dir = applied / ".git"
+        found += self.integrity(applied, Check.APPLIED_REPO, name)
+        if any(f.check is Check.APPLIED_REPO and f.agent == name for f in found):
+            return found  # the checks below would only trip over the same damage
         main = registry.read_ref(git_dir, MAIN)
         deployed = _deployed_tags(git_dir)
         if main is None or not deployed:

@@ -145,8 +145,12 @@ class Store:
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA foreign_keys=ON")
+            # The schema in a transaction of its own: a change rolled back must not take
+            # the tables with it (leaving a file that no read understands).
             connection.execute("BEGIN IMMEDIATE")
             self._migrate(connection)
+            connection.execute("COMMIT")
+            connection.execute("BEGIN IMMEDIATE")
             yield connection
             connection.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
@@ -178,6 +182,19 @@ class Store:
                     f"{SCHEMA_VERSION}",
                     hint="upgrade hivegen",
                 )
+            if (
+                version == 0
+                and not connection.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'proposals'"
+                ).fetchone()
+            ):
+                # A database with no schema yet (an older hivegen rolled its creation
+                # back with a refused change): it holds no proposals. An empty stand-in
+                # in the connection's own temp space; the file is not touched.
+                table = _SCHEMA.split(";", maxsplit=1)[0].replace(
+                    "CREATE TABLE", "CREATE TEMP TABLE"
+                )
+                connection.execute(table)
             yield connection
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from exc

@@ -467,3 +467,62 @@ def test_6_a_recent_or_held_lock_is_reported_and_left(hive: Hive) -> None:
         holder.kill()
         holder.wait()
     recent.unlink()
+
+
+def drop_object(repo: Path, sha: str) -> None:
+    """Lose one object, as a damaged disk would: packs unpacked first, so it is loose."""
+    objects = repo / ".git" / "objects"
+    for pack in sorted((objects / "pack").glob("*.pack")):
+        moved = repo.parent / pack.name
+        pack.rename(moved)
+        pack.with_suffix(".idx").unlink()
+        with moved.open("rb") as data:
+            subprocess.run(["git", "-C", str(repo), "unpack-objects", "-q"], stdin=data, check=True)
+        moved.unlink()
+    loose = objects / sha[:2] / sha[2:]
+    assert loose.is_file(), f"{sha} is not a loose object in {repo}"
+    loose.unlink()
+
+
+def test_10_garbage_in_meta_head_is_found_and_set_back(hive: Hive) -> None:
+    head = hive.layout.meta / ".git" / "HEAD"
+    head.write_text("garbage\n")
+    [finding] = Doctor(hive).run().problems
+    assert finding.message.startswith(f"{head} is not hivegen's ('garbage')")
+    Doctor(hive).run(repair=True)
+    assert head.read_text() == "ref: refs/heads/main\n"
+    assert problems(hive) == []
+
+
+def test_10_a_missing_object_or_a_tag_to_nothing_is_found(hive: Hive) -> None:
+    applied = hive.layout.applied("alice")
+    drop_object(applied, git(applied, "rev-parse", "main:agent.nix"))
+    bad = applied / ".git/refs/tags/proposal/77"
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_text("1234567890" * 4 + "\n")
+    found = [m for m in problems(hive) if "is damaged" in m]
+    assert len(found) == 1, problems(hive)
+    assert "missing blob" in found[0]
+    assert "refs/tags/proposal/77: invalid sha1 pointer" in found[0]
+    # Nothing to repair by itself: only a backup (or the manager's repo) has the object.
+    assert Doctor(hive).run(repair=True).repaired == ()
+
+
+def test_10_a_proposal_missing_a_blob_fails_its_approve_once_and_clearly(
+    hive: Hive, config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proposals = Proposals(hive)
+    proposal = proposals.propose("alice", manager_commit(hive, GOOD))
+    applied = hive.layout.applied("alice")
+    drop_object(applied, git(applied, "rev-parse", f"proposal/{proposal.id}:agent.nix"))
+    main_before = git(applied, "rev-parse", "main")
+    assert any("missing blob" in m for m in problems(hive))
+    capsys.readouterr()
+    assert main(["--config", str(config_path), "approve", str(proposal.id)]) == 1
+    err = capsys.readouterr().err
+    assert "could not start the deploy of proposal" in err, err
+    # Not a build failure, and no approve left half-done for a repair to loop on.
+    assert proposals.store.get(proposal.id).status is ProposalStatus.PENDING
+    assert git(applied, "rev-parse", "main") == main_before
+    assert Doctor(hive).run(repair=True).repaired == ()
+    assert proposals.store.in_status(ProposalStatus.BUILDING) == []

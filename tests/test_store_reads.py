@@ -108,3 +108,31 @@ def test_a_propose_killed_after_its_tag_never_reuses_the_id(
     pending = {p.id: p.fetched_sha for p in Proposals(hive).store.pending()}
     assert pending == {1: first, 2: second.fetched_sha}
     assert Proposals(hive).approve(1).proposal.status == "deployed"
+
+
+def test_a_database_without_its_schema_reads_as_empty(tmp_path: Path) -> None:
+    """What an older hivegen left when a refused first propose rolled the schema's
+    creation back: a valid sqlite file with no table. Read as no proposals, unchanged;
+    a refused change now keeps the schema it made."""
+    from hivegen.store import Store
+
+    path = tmp_path / "hive.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE x (a)")
+    db.execute("DROP TABLE x")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    store = Store(path)
+    assert store.damage() is None
+    assert (store.ids(), store.pending_counts(), store.pending()) == (set(), {}, [])
+    assert path.read_bytes() == before
+
+    fresh = Store(tmp_path / "fresh.sqlite")
+    with pytest.raises(RuntimeError), fresh.connect():
+        raise RuntimeError("a refused change")
+    assert fresh.damage() is None
+    with fresh.read() as connection:
+        tables = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        assert "proposals" in {row[0] for row in tables}
