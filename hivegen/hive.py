@@ -44,8 +44,6 @@ class InitResult:
 # In an agent's applied .git while its container is between the stop and the start of a
 # restart: an interrupted restart must not leave a running agent stopped.
 RESTART_PENDING = "hivegen-restart-pending"
-# In an agent's applied .git: "<deployed tag> <system store path>" of its last deploy.
-SYSTEM_RECORD = "hivegen-system"
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +227,7 @@ class Hive:
         return steps
 
     def _system_record(self, spec: AgentSpec) -> Path:
-        return self.layout.applied(spec.name) / ".git" / SYSTEM_RECORD
+        return self.layout.applied(spec.name) / ".git" / registry.SYSTEM_RECORD
 
     def record_system(self, spec: AgentSpec) -> None:
         """Note which system the container was given, and for which deploy: doctor

@@ -202,6 +202,8 @@ class Proposals:
             for p in self.store.of_agent(agent)
         ]
         seed_sha = registry.read_ref(applied / ".git", registry.DEPLOYED_ZERO)
+        if seed_sha is None:
+            return entries  # the tag was lost (doctor says so)
         seeded = self.git.out(applied, "log", "-1", "--format=%ct", "refs/tags/deployed/0")
         entries.append(
             HistoryEntry(

@@ -1,6 +1,7 @@
 """Which agents the hive has, read straight from the filesystem.
 
-An agent is *registered* when its applied repo carries `deployed/0`; `destroy` leaves a
+An agent is *registered* when its applied repo carries `deployed/0` (or, that tag
+lost, other records of hivegen's: see `_has_history`); `destroy` leaves a
 *tombstone* marker in that repo's .git (its repos, credentials and notes stay, and
 `spawn` revives it). Refs are read as files (loose refs and packed-refs), so listing the
 hive starts no process; the set is never derived from `nixos-container list`, whose
@@ -15,9 +16,12 @@ from pathlib import Path
 
 from hivegen import names
 from hivegen.config import Config
+from hivegen.desired import DESIRED_RECORD
 from hivegen.errors import HivegenError
 
 DEPLOYED_ZERO = "refs/tags/deployed/0"
+# In an agent's applied .git: "<deployed tag> <system store path>" of its last deploy.
+SYSTEM_RECORD = "hivegen-system"
 DEPLOYED_PREFIX = "refs/tags/deployed/"
 TOMBSTONE = "hivegen-tombstone"
 
@@ -128,10 +132,23 @@ def scan(config: Config) -> Registry:
         except HivegenError:
             continue  # not ours: hivegen never creates such a directory
         git_dir = Path(entry.path, ".git")
-        if not entry.is_dir(follow_symlinks=False) or not has_ref(git_dir, DEPLOYED_ZERO):
+        if not entry.is_dir(follow_symlinks=False) or not _has_history(git_dir):
             continue
         (tombstones if (git_dir / TOMBSTONE).exists() else registered).append(entry.name)
     return Registry(tuple(sorted(registered)), tuple(sorted(tombstones)))
+
+
+def _has_history(git_dir: Path) -> bool:
+    """A repo hivegen made: `deployed/0` (seeding renames the repo into place only after
+    tagging it), or, where that tag was lost, another deploy or hivegen's records; doctor
+    reports the missing tag. Never dropped from the hive for a lost tag."""
+    if has_ref(git_dir, DEPLOYED_ZERO):
+        return True
+    if read_ref(git_dir, "refs/heads/main") is None:
+        return False
+    return bool(refs_under(git_dir, DEPLOYED_PREFIX)) or any(
+        (git_dir / record).exists() for record in (DESIRED_RECORD, SYSTEM_RECORD)
+    )
 
 
 def registered_agents(config: Config) -> tuple[str, ...]:

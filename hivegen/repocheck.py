@@ -181,6 +181,24 @@ class RepoChecks:
             return found  # the checks below would only trip over the same damage
         main = registry.read_ref(git_dir, MAIN)
         deployed = _deployed_tags(git_dir)
+        if main is not None and 0 not in deployed:
+            roots = self.hive.git.out(applied, "rev-list", "--max-parents=0", MAIN).split()
+            found.append(
+                Finding(
+                    Check.APPLIED_REPO,
+                    name,
+                    f"{name}'s applied repo has lost its deployed/0 tag (the seed commit)",
+                    hint=(
+                        f"if {roots[0][:12]}, the root of its main, is the seed: git -C "
+                        f"{applied} tag deployed/0 {roots[0]}"
+                        if len(roots) == 1
+                        else f"git -C {applied} tag deployed/0 <the seed commit>"
+                    )
+                    + " (hivegen does not re-create a record it cannot prove)",
+                )
+            )
+            if not deployed:
+                return found
         if main is None or not deployed:
             found.append(
                 Finding(

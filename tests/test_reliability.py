@@ -526,3 +526,24 @@ def test_10_a_proposal_missing_a_blob_fails_its_approve_once_and_clearly(
     assert git(applied, "rev-parse", "main") == main_before
     assert Doctor(hive).run(repair=True).repaired == ()
     assert proposals.store.in_status(ProposalStatus.BUILDING) == []
+
+
+def test_4_a_lost_deployed_0_drops_no_agent_and_is_named(
+    hive: Hive, config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    applied = hive.layout.applied("alice")
+    seed = git(applied, "rev-parse", "deployed/0")
+    git(applied, "tag", "-d", "deployed/0")
+    meta_before = (hive.layout.meta / "flake.nix").read_text()
+    Doctor(hive).run(repair=True)
+    # Still an agent of the hive: in the meta flake, and its container is not foreign.
+    assert (hive.layout.meta / "flake.nix").read_text() == meta_before
+    assert {s.name: str(s.state) for s in hive.status()}["alice"] == "running"
+    capsys.readouterr()
+    assert main(["--config", str(config_path), "doctor"]) == 3
+    out = capsys.readouterr().out
+    assert "alice's applied repo has lost its deployed/0 tag" in out
+    assert f"git -C {applied} tag deployed/0 {seed}" in out  # the root of main: the seed
+    assert "foreign" not in out
+    git(applied, "tag", "deployed/0", seed)  # the operator runs it
+    assert problems(hive) == []
