@@ -62,7 +62,9 @@ def test_four_approves_at_once_serialize(tmp_path: Path, hyperhive_flake: str) -
         )
         shas.append(commit_dir(proposed, f"change {index}"))
         proposals.propose("alice", shas[-1])
-    procs = [hivegen(config, "approve", str(i)) for i in range(1, 5)]
+    # --force: whichever runs after a later one is superseded (approve would refuse it);
+    # this test is about the lock serializing them, not about that refusal.
+    procs = [hivegen(config, "approve", str(i), "--force") for i in range(1, 5)]
     results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
     assert [code for code, _, _ in results] == [0] * 4, results
     assert [proposals.store.get(i).status for i in range(1, 5)] == [ProposalStatus.DEPLOYED] * 4
