@@ -306,3 +306,42 @@ def test_sigkill_while_running_git(verb: str, tmp_path: Path, hyperhive_flake: s
             failures.append(f"killed at git call {step}: {problems}")
     assert killed >= 2
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("verb", ["spawn", "approve-good", "destroy"])
+def test_sigkill_at_a_random_time_recovers(verb: str, tmp_path: Path, hyperhive_flake: str) -> None:
+    """SIGKILL (or SIGINT, SIGTERM) at a time drawn from the verb's own duration, with a
+    fixed seed: what the points above cannot foresee. Bounded: four trials per verb."""
+    import random
+
+    world = build_world(tmp_path, hyperhive_flake, SCENARIOS[verb])
+    manager_head = git(world.hive().layout.proposed("alice"), "rev-parse", "HEAD")
+    started = time.monotonic()
+    uninterrupted = subprocess.run(hivegen_cmd(world, verb), capture_output=True, check=False)
+    duration = time.monotonic() - started
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    draw = random.Random(f"hivegen-{verb}")  # noqa: S311 (not for security: a fixed plan)
+    failures = []
+    for trial in range(4):
+        world.restore()
+        delay = draw.uniform(0.05, duration)
+        sig = (signal.SIGKILL, signal.SIGINT, signal.SIGTERM, signal.SIGKILL)[trial]
+        proc = subprocess.Popen(
+            hivegen_cmd(world, verb),
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=120)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what a SIGINT/SIGTERM left running
+        recover(verb, world.hive())
+        problems = check_recovered(verb, world, manager_head)
+        step = f"{sig.name} at {delay:.2f}s of {duration:.2f}s"
+        RESULTS.append((verb, step, not problems))
+        if problems:
+            failures.append(f"{step}: {problems}")
+    assert not failures, "\n".join(failures)
