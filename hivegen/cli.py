@@ -1146,8 +1146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         _report(error)
         return int(error.exit_code)
+    except BrokenPipeError:
+        # `hivegen render meta | head`: the reader left; not an error worth a traceback.
+        sys.stderr.close()
+        return int(ExitCode.OK)
     except OSError as os_error:
         # A full disk, a missing permission, an I/O error: one line naming the path.
+        # (After BrokenPipeError, which is an OSError too.)
         if args.debug:
             import traceback
 
@@ -1158,7 +1163,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
-    except BrokenPipeError:
-        # `hivegen render meta | head`: the reader left; not an error worth a traceback.
-        sys.stderr.close()
-        return int(ExitCode.OK)

@@ -144,3 +144,25 @@ def test_console_script_runs() -> None:
         check=True,
     )
     assert out.stdout == "8202\n"
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hivegen port alice | true`: EPIPE is an OSError too, and must end quietly, 0."""
+    import io
+    import sys
+
+    class Gone(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    class Stderr(io.StringIO):
+        shown = ""
+
+        def close(self) -> None:
+            Stderr.shown = self.getvalue()
+            super().close()
+
+    monkeypatch.setattr(sys, "stdout", Gone())
+    monkeypatch.setattr(sys, "stderr", Stderr())
+    assert main(["port", "alice"]) == 0
+    assert Stderr.shown == ""
