@@ -878,6 +878,7 @@ def _print_table(header: list[str], rows: Sequence[Sequence[object]]) -> None:
 
 def _hive(args: argparse.Namespace) -> Any:
     import os
+    import shlex
 
     from hivegen.config import HostRuntime
     from hivegen.hive import Hive, LockPolicy
@@ -890,9 +891,11 @@ def _hive(args: argparse.Namespace) -> Any:
             hint=f"sudo {PROG} {args.command}",
         )
 
-    def say_waiting() -> None:
+    def say_waiting(holder: str) -> None:
+        # The holder's line is another hivegen's argv: shown as one safe line.
         print(
-            f"{PROG}: waiting for another hivegen to release the hive lock...",
+            f"{PROG}: waiting for another hivegen ({terminal_line(holder)}) to release the "
+            "hive lock...",
             file=sys.stderr,
             flush=True,
         )
@@ -903,7 +906,11 @@ def _hive(args: argparse.Namespace) -> Any:
 
     return Hive(
         config,
-        LockPolicy(wait=not args.no_wait, on_wait=say_waiting),
+        LockPolicy(
+            wait=not args.no_wait,
+            on_wait=say_waiting,
+            holder=f"{PROG} {shlex.join(args.argv)}"[:200],
+        ),
         on_output=show_output,
     )
 
@@ -1135,6 +1142,8 @@ def _os_error(error: OSError) -> HivegenError:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # For the hive lock's record of who holds it.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.verbose)
     handler: Handler = args.handler
     try:

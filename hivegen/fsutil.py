@@ -116,11 +116,14 @@ def hive_lock(
     lock_path: Path,
     *,
     wait: bool = True,
-    on_wait: Callable[[], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
+    holder: str = "",
 ) -> Iterator[None]:
     """Hold the hive's exclusive flock for the duration of a mutating command.
 
-    The lock dies with the process (a SIGKILLed hivegen never leaves it stale).
+    The lock dies with the process (a SIGKILLed hivegen never leaves it stale). Its file
+    says who holds it ("pid <n>: <holder>"), written once the lock is ours: another
+    hivegen that has to wait, or refuses to, names it.
     """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -130,14 +133,24 @@ def hive_lock(
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
+            who = _lock_holder(fd)
             if not wait:
                 raise HivegenError(
-                    f"another hivegen holds the hive lock ({lock_path})",
+                    f"another hivegen holds the hive lock ({lock_path}): {who}",
                     hint="wait for it to finish, or run without --no-wait to queue behind it",
                 ) from None
             if on_wait is not None:
-                on_wait()
+                on_wait(who)
             fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {holder or 'hivegen'}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    """What the holder wrote into the lock file (one line, at most 200 characters)."""
+    text = os.pread(fd, 256, 0).decode("utf-8", errors="replace").strip()
+    line = text.splitlines()[0] if text else ""
+    return line[:200] or "it has not said who it is yet"

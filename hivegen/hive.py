@@ -19,7 +19,7 @@ from hivegen import status as status_mod
 from hivegen.config import Config
 from hivegen.containers import ActiveState, Host, UnitState
 from hivegen.desired import Desired
-from hivegen.errors import HivegenError
+from hivegen.errors import HivegenError, UsageError
 from hivegen.layout import TOP_DIRS
 from hivegen.meta import Meta, SyncPlan, SyncResult, UpdateResult, input_name
 from hivegen.names import AgentSpec
@@ -30,8 +30,11 @@ from hivegen.store import Store
 @dataclass(frozen=True, slots=True)
 class LockPolicy:
     wait: bool = True
-    # Called once if the lock is held by another hivegen and this one starts waiting.
-    on_wait: Callable[[], None] | None = None
+    # Called once, with who holds it, if the lock is held by another hivegen and this
+    # one starts waiting.
+    on_wait: Callable[[str], None] | None = None
+    # What this process is doing, written into the lock for others to show.
+    holder: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +98,10 @@ class Hive:
             return
         fsutil.ensure_dir(self.layout.root, 0o755)
         with fsutil.hive_lock(
-            self.layout.lock, wait=self.lock_policy.wait, on_wait=self.lock_policy.on_wait
+            self.layout.lock,
+            wait=self.lock_policy.wait,
+            on_wait=self.lock_policy.on_wait,
+            holder=self.lock_policy.holder,
         ):
             self._lock_held = True
             try:
@@ -170,7 +176,7 @@ class Hive:
                 hint=f"hivegen spawn {name} revives it",
             )
         if name not in scan.registered:
-            raise HivegenError(f"no agent named {name!r}", hint="hivegen list shows the hive")
+            raise UsageError(f"no agent named {name!r}", hint="hivegen list shows the hive")
         return spec
 
     def _port_taken_by(self, spec: AgentSpec, *, running_only: bool) -> str | None:
@@ -467,7 +473,7 @@ class Hive:
             scan = registry.scan(self.config)
             known = name in scan.registered or name in scan.tombstones
             if not known and not (purge and self._has_leftovers(spec)):
-                raise HivegenError(f"no agent named {name!r}", hint="hivegen list shows the hive")
+                raise UsageError(f"no agent named {name!r}", hint="hivegen list shows the hive")
             conf = nspawn.conf_path(self.config, spec.container)
             nspawn.refuse_declarative(conf, spec.container)
             if name in scan.registered:

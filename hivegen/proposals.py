@@ -188,7 +188,7 @@ class Proposals:
         self.hive.spec(agent)
         applied = self._applied(agent)
         if not registry.has_ref(applied / ".git", registry.DEPLOYED_ZERO):
-            raise HivegenError(f"no agent named {agent!r}", hint="hivegen list shows the hive")
+            raise UsageError(f"no agent named {agent!r}", hint="hivegen list shows the hive")
         entries = [
             HistoryEntry(
                 id=p.id,

@@ -166,3 +166,17 @@ def test_a_reader_that_leaves_early_is_not_an_error(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(sys, "stderr", Stderr())
     assert main(["port", "alice"]) == 0
     assert Stderr.shown == ""
+
+
+def test_an_unknown_agent_and_an_unknown_proposal_are_both_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One exit code per kind of error: a name or id that does not exist is input (2)."""
+    config = tmp_path / "hive.toml"
+    config.write_text(
+        f'[hive]\nstate_root = "{tmp_path / "s"}"\n[host]\nruntime = "simulated"\n'
+        f'simulated_root = "{tmp_path / "h"}"\n'
+    )
+    for verb in (["start", "zed"], ["history", "zed"], ["approve", "7"], ["diff", "7"]):
+        assert main(["--config", str(config), *verb]) == 2, verb
+        assert capsys.readouterr().err.startswith("hivegen: error: no ")

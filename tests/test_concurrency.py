@@ -123,6 +123,8 @@ def test_status_answers_while_a_spawn_holds_the_lock(tmp_path: Path, hyperhive_f
         )
         assert blocked.returncode == 1
         assert "another hivegen holds the hive lock" in blocked.stderr
+        # It names who: the spawn's pid and command line.
+        assert f"pid {spawn.pid}: hivegen --config {config} spawn bob" in blocked.stderr
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(spawn.pid, signal.SIGKILL)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import threading
 import time
@@ -63,7 +64,7 @@ def test_a_second_hivegen_waits_and_says_so(tmp_path: Path) -> None:
     release = threading.Event()
 
     def holder() -> None:
-        with fsutil.hive_lock(lock):
+        with fsutil.hive_lock(lock, holder="hivegen approve 3"):
             events.append("held")
             release.wait(5)
             events.append("released")
@@ -73,10 +74,17 @@ def test_a_second_hivegen_waits_and_says_so(tmp_path: Path) -> None:
     while "held" not in events:
         time.sleep(0.01)
     threading.Timer(0.2, release.set).start()
-    with fsutil.hive_lock(lock, on_wait=lambda: events.append("waiting")):
+    with fsutil.hive_lock(lock, on_wait=lambda who: events.append(f"waiting for {who}")):
         events.append("acquired")
     thread.join()
-    assert events == ["held", "waiting", "released", "acquired"]
+    assert events == [
+        "held",
+        f"waiting for pid {os.getpid()}: hivegen approve 3",
+        "released",
+        "acquired",
+    ]
+    # Once ours, the file says so.
+    assert lock.read_text() == f"pid {os.getpid()}: hivegen\n"
 
 
 def test_write_atomic_skips_unchanged_content(tmp_path: Path) -> None:
