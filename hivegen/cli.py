@@ -47,6 +47,45 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32)
 
 
+def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """--config, -v, --debug, --no-wait: before the verb, or after it (as git, systemctl
+    and nixos-rebuild take them). After it they are SUPPRESSed when absent, so that a
+    verb's parser never resets what was given before the verb."""
+    default: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
+    group = parser.add_argument_group("global options") if suppress else parser
+    group.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="hive.toml to read (default: $HIVEGEN_CONFIG, else /etc/hivegen/hive.toml)",
+        **default,
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print every external command, shell-quoted, to stderr",
+        **default,
+    )
+    group.add_argument(
+        "--debug", action="store_true", help="show a traceback when a command fails", **default
+    )
+    group.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="fail at once if another hivegen holds the hive lock (default: wait)",
+        **default,
+    )
+
+
+class _VerbParser(argparse.ArgumentParser):
+    """A verb's parser: it takes the global options too, and lists them in its help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _add_global_options(self, suppress=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -56,27 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="PATH",
-        help="hive.toml to read (default: $HIVEGEN_CONFIG, else /etc/hivegen/hive.toml)",
+    _add_global_options(parser, suppress=False)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_VerbParser
     )
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="print every external command, shell-quoted, to stderr",
-    )
-    parser.add_argument(
-        "--debug", action="store_true", help="show a traceback when a command fails"
-    )
-    parser.add_argument(
-        "--no-wait",
-        action="store_true",
-        help="fail at once if another hivegen holds the hive lock (default: wait)",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     port = sub.add_parser(
         "port",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -180,3 +181,32 @@ def test_an_unknown_agent_and_an_unknown_proposal_are_both_bad_input(
     for verb in (["start", "zed"], ["history", "zed"], ["approve", "7"], ["diff", "7"]):
         assert main(["--config", str(config), *verb]) == 2, verb
         assert capsys.readouterr().err.startswith("hivegen: error: no ")
+
+
+def test_global_options_work_after_the_verb_and_every_verb_lists_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hivegen.cli import build_parser
+
+    parser = build_parser()
+    missing = tmp_path / "missing.toml"
+    before = parser.parse_args(["--config", str(missing), "-v", "status"])
+    after = parser.parse_args(["status", "--config", str(missing), "-v"])
+    for args in (before, after):
+        assert (args.config, args.verbose, args.debug, args.no_wait) == (
+            missing,
+            True,
+            False,
+            False,
+        )
+    # Given before the verb and absent after it: not reset by the verb's parser.
+    nested = parser.parse_args(["--no-wait", "--debug", "meta", "sync", "--check"])
+    assert (nested.no_wait, nested.debug) == (True, True)
+    assert parser.parse_args(["approve", "3", "--no-wait"]).no_wait
+    # And it is used: the file named after the verb is the one read.
+    assert main(["status", "--config", str(missing)]) == 2
+    assert f"{missing}: no such file" in capsys.readouterr().err
+    [verbs] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, verb in verbs.choices.items():
+        assert "global options:" in verb.format_help(), name
+        assert "--no-wait" in verb.format_help(), name
