@@ -9,7 +9,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hivegen import __version__
 from hivegen.errors import ExitCode, HivegenError, UsageError
@@ -78,7 +78,26 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
     )
 
 
-class _VerbParser(argparse.ArgumentParser):
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a did-you-mean for a mistyped command (`hivegen stauts`)."""
+
+    def error(self, message: str) -> NoReturn:
+        import difflib
+        import re
+
+        match = re.match(r"argument \S+: invalid choice: '(.*?)' \(choose from (.*)\)$", message)
+        if match:
+            typed = match.group(1)
+            choices = re.findall(r"'([^']*)'", match.group(2))
+            close = difflib.get_close_matches(typed, choices, n=1, cutoff=0.6)
+            message = f"unknown command {typed!r}" + (
+                f"; did you mean {close[0]!r}?" if close else ""
+            )
+            message += f" ({self.prog} --help lists them)"
+        super().error(message)
+
+
+class _VerbParser(_Parser):
     """A verb's parser: it takes the global options too, and lists them in its help."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -87,7 +106,7 @@ class _VerbParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description=DESCRIPTION,
         epilog=EPILOG,

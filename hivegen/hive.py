@@ -176,7 +176,7 @@ class Hive:
                 hint=f"hivegen spawn {name} revives it",
             )
         if name not in scan.registered:
-            raise UsageError(f"no agent named {name!r}", hint="hivegen list shows the hive")
+            raise UsageError(f"no agent named {name!r}", hint=_did_you_mean(name, scan))
         return spec
 
     def _port_taken_by(self, spec: AgentSpec, *, running_only: bool) -> str | None:
@@ -556,3 +556,12 @@ class Hive:
 
     def agents(self) -> list[AgentSpec]:
         return [self.spec(n) for n in registry.registered_agents(self.config)]
+
+
+def _did_you_mean(name: str, scan: registry.Registry) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, scan.registered, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}? (hivegen list shows the hive)"
+    return "hivegen list shows the hive"

@@ -210,3 +210,24 @@ def test_global_options_work_after_the_verb_and_every_verb_lists_them(
     for name, verb in verbs.choices.items():
         assert "global options:" in verb.format_help(), name
         assert "--no-wait" in verb.format_help(), name
+
+
+def test_did_you_mean_on_a_mistyped_command_and_agent(
+    tmp_path: Path, hyperhive_flake: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import sim_config
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["stauts"])
+    assert exit_info.value.code == 2
+    assert "unknown command 'stauts'; did you mean 'status'?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["meta", "snyc"])
+    assert "did you mean 'sync'?" in capsys.readouterr().err
+    config = sim_config(tmp_path, hyperhive_flake)
+    assert main(["--config", str(config), "spawn", "alice"]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "stop", "alcie"]) == 2
+    err = capsys.readouterr().err
+    assert "no agent named 'alcie'" in err
+    assert "did you mean 'alice'?" in err
