@@ -359,17 +359,20 @@ def _add_proposal_commands(sub: Any) -> None:
     propose = add(
         "propose",
         "propose a commit of an agent's proposed repo for deployment",
-        "Pin the manager's commit REV (7 to 40 hex digits) of AGENT's proposed repo in its\n"
-        "applied repo as proposal/<id>, after checking it has flake.nix and agent.nix and\n"
-        "that every .nix file parses. Prints the new proposal's id.\n\n"
+        "Pin the manager's commit REV of AGENT's proposed repo in its applied repo as\n"
+        "proposal/<id>, after checking it has flake.nix and agent.nix and that every .nix\n"
+        "file parses. Prints the new proposal's id. REV is a commit id (7 to 40 hex\n"
+        "digits), or main or HEAD: the tip of the repo's main, which hivegen reads itself\n"
+        "(the default). A commit already pending for AGENT is refused.\n\n"
         "The commit is read from a private copy of the repo (git never runs in the\n"
         "manager's repo) and refused (exit 2) if it holds a symlink or submodule, a file\n"
         "over the size limits, or a flake.nix other than the per-agent flake hivegen\n"
         "renders, or a flake.lock (unless --allow-flake-inputs).",
+        "hivegen propose alice            (the tip of alice's main)\n  "
         "hivegen propose alice 1a2b3c4",
     )
     propose.add_argument("agent", metavar="AGENT")
-    propose.add_argument("rev", metavar="REV")
+    propose.add_argument("rev", metavar="REV", nargs="?", default="main")
     propose.add_argument(
         "--allow-flake-inputs",
         action="store_true",

@@ -28,6 +28,11 @@ DEPLOYED_TAG = re.compile(r"deployed/(0|[1-9][0-9]{0,17})\Z")
 MAX_NOTE = 10_000
 
 
+# What `propose AGENT [REV]` takes besides a commit id: the tip of the repo's main (the
+# only branch hivegen reads; HEAD is accepted as the name a git user types first).
+TIP_NAMES = ("main", "HEAD")
+
+
 class BuildFailed(HivegenError):
     """An approved proposal did not build; everything was put back as it was."""
 
@@ -96,20 +101,31 @@ class Proposals:
 
     # -- propose ------------------------------------------------------------------------
 
-    def propose(self, agent: str, rev: str, *, allow_flake_inputs: bool = False) -> Proposal:
-        validate_commit_ref(rev)  # before any git call: never an option or a refspec
+    def propose(
+        self, agent: str, rev: str = "main", *, allow_flake_inputs: bool = False
+    ) -> Proposal:
+        tip = rev in TIP_NAMES
+        if not tip:
+            validate_commit_ref(rev)  # before any git call: never an option or a refspec
         with self.hive.locked():
             self.hive.registered(agent)
             applied = self._applied(agent)
             # git never runs in (or is pointed at) the manager's repo: a private copy of
             # its objects is the only thing read (snapshot.py).
             with snapshot.snapshot(self.layout.root, self.git, agent) as snap:
-                sha = self.git.rev_parse(snap.path, rev)
+                # The tip of main is read by hivegen from the repo's files, never by git.
+                sha = snap.main if tip else self.git.rev_parse(snap.path, rev)
                 if sha is None:
                     raise UsageError(
                         f"no commit {rev} in {agent}'s proposed repo "
                         f"({self.layout.proposed(agent)})"
                     )
+                for waiting in self.store.pending():
+                    if waiting.agent == agent and waiting.fetched_sha == sha:
+                        raise UsageError(
+                            f"{agent} {sha[:12]} is already proposal {waiting.id}, pending",
+                            hint=f"hivegen diff {waiting.id}; hivegen approve {waiting.id}",
+                        )
                 above = registry.highest_proposal_id(self.hive.config)
                 with self.store.connect() as db:
                     proposal_id = self.store.insert(db, agent, ProposalKind.APPLY, rev, above=above)

@@ -231,3 +231,27 @@ def test_did_you_mean_on_a_mistyped_command_and_agent(
     err = capsys.readouterr().err
     assert "no agent named 'alcie'" in err
     assert "did you mean 'alice'?" in err
+
+
+def test_propose_takes_the_tip_of_main_and_refuses_a_duplicate(
+    tmp_path: Path, hyperhive_flake: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import commit_dir, sim_config
+
+    config = sim_config(tmp_path, hyperhive_flake)
+    cfg = ["--config", str(config)]
+    assert main([*cfg, "spawn", "alice"]) == 0
+    proposed = tmp_path / "state/agents/alice/config"
+    (proposed / "agent.nix").write_text('{ ... }: { environment.variables.X = "1"; }\n')
+    sha = commit_dir(proposed, "one")
+    capsys.readouterr()
+    assert main([*cfg, "propose", "alice", "--json"]) == 0  # no REV: the tip of main
+    assert json.loads(capsys.readouterr().out)["sha"] == sha
+    for again in (["alice"], ["alice", "HEAD"], ["alice", "main"], ["alice", sha[:7]]):
+        assert main([*cfg, "propose", *again]) == 2, again
+        err = capsys.readouterr().err
+        assert f"alice {sha[:12]} is already proposal 1, pending" in err
+    # Nothing else is taken for a name: a branch, a ref expression, an option.
+    for rev in ("feature", "main~1", "-all", "HEAD^{tree}"):
+        assert main([*cfg, "propose", "alice", "--", rev]) == 2, rev
+        assert "invalid commit" in capsys.readouterr().err
