@@ -273,6 +273,11 @@ def _add_lifecycle_commands(sub: Any) -> None:
                 action="store_true",
                 help="also delete its repos, credentials, notes and runtime dir",
             )
+            parser.add_argument(
+                "--yes",
+                action="store_true",
+                help="do not ask before a purge or destroying the manager (needed without a TTY)",
+            )
         parser.set_defaults(handler=_cmd_lifecycle, verb=verb)
     listing = sub.add_parser(
         "list",
@@ -458,6 +463,9 @@ def _add_proposal_commands(sub: Any) -> None:
     )
     rollback.add_argument("agent", metavar="AGENT")
     rollback.add_argument("--to", required=True, metavar="TAG", help="deployed/<id>")
+    rollback.add_argument(
+        "--yes", action="store_true", help="do not ask first (needed without a TTY)"
+    )
     rollback.add_argument("--json", action="store_true", help="print the result as JSON")
     rollback.set_defaults(handler=_cmd_rollback)
 
@@ -607,7 +615,25 @@ def _cmd_approve(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    return _print_deployment(args, _proposals(args).rollback(args.agent, args.to))
+    proposals = _proposals(args)
+    proposals.hive.registered(args.agent)  # a bad name is refused before the question
+    _confirm(args, f"deploy {args.agent}'s {args.to} again, replacing what it runs now")
+    return _print_deployment(args, proposals.rollback(args.agent, args.to))
+
+
+def _confirm(args: argparse.Namespace, action: str) -> None:
+    """Ask on a TTY before a verb that is hard to undo; without one, --yes is required."""
+    if args.yes:
+        return
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise UsageError(
+            f"refusing to {action} without confirmation (no terminal to ask on)",
+            hint="add --yes to do it",
+        )
+    print(f"{PROG}: about to {action}. Continue? [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise HivegenError("not confirmed: nothing was changed")
 
 
 def _cmd_deny(args: argparse.Namespace) -> int:
@@ -735,8 +761,20 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def _cmd_lifecycle(args: argparse.Namespace) -> int:
+    from hivegen.names import Role
+
     hive = _hive(args)
     name = args.name
+    if args.verb == "destroy":
+        manager = hive.spec(name).role is Role.MANAGER  # also validates the name
+        if args.purge or manager:
+            what = "delete" if args.purge else "destroy"
+            detail = (
+                f"{name}'s container, repos, credentials and notes (--purge)"
+                if args.purge
+                else f"the manager's container ({name}), which every agent answers to"
+            )
+            _confirm(args, f"{what} {detail}")
     match args.verb:
         case "spawn":
             log = hive.spawn(name)

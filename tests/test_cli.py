@@ -255,3 +255,72 @@ def test_propose_takes_the_tip_of_main_and_refuses_a_duplicate(
     for rev in ("feature", "main~1", "-all", "HEAD^{tree}"):
         assert main([*cfg, "propose", "alice", "--", rev]) == 2, rev
         assert "invalid commit" in capsys.readouterr().err
+
+
+def _on_a_pty(argv: list[str], answer: bytes) -> tuple[int, str]:
+    """Run hivegen with a terminal for stdin and stderr; answer its question."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hivegen", *argv],
+        stdin=slave,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        close_fds=True,
+    )
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"[y/N]" not in seen:
+        assert time.monotonic() < deadline, seen
+        seen += os.read(master, 1024)
+    os.write(master, answer)
+    code = proc.wait(timeout=120)
+    try:
+        while chunk := os.read(master, 4096):
+            seen += chunk
+    except OSError:
+        pass  # the other end closed
+    os.close(master)
+    return code, seen.decode(errors="replace")
+
+
+def test_destructive_verbs_ask_on_a_tty_and_refuse_without_one(
+    tmp_path: Path, hyperhive_flake: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import sim_config
+
+    config = sim_config(tmp_path, hyperhive_flake)
+    cfg = ["--config", str(config)]
+    assert main([*cfg, "spawn", "hm1nd"]) == 0
+    assert main([*cfg, "spawn", "alice"]) == 0
+    applied = tmp_path / "state/applied/alice"
+    capsys.readouterr()
+    # No terminal (as here, under pytest), no --yes: refused before anything is done.
+    for verb in (
+        ["destroy", "alice", "--purge"],
+        ["destroy", "hm1nd"],
+        ["rollback", "alice", "--to", "deployed/0"],
+    ):
+        assert main([*cfg, *verb]) == 2, verb
+        err = capsys.readouterr().err
+        assert "without confirmation" in err, err
+        assert "hint: add --yes" in err, err
+    assert applied.is_dir()
+    # On a terminal: the question, and "n" changes nothing.
+    code, shown = _on_a_pty([*cfg, "destroy", "alice", "--purge"], b"n\n")
+    assert "about to delete alice's container, repos, credentials and notes" in shown
+    assert code == 1
+    assert "not confirmed: nothing was changed" in shown
+    assert applied.is_dir()
+    code, shown = _on_a_pty([*cfg, "destroy", "alice", "--purge"], b"y\n")
+    assert code == 0, shown
+    assert not applied.exists()
+    # A plain destroy of a sub-agent is not asked about.
+    assert main([*cfg, "spawn", "bob"]) == 0
+    assert main([*cfg, "destroy", "bob"]) == 0

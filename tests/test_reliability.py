@@ -103,7 +103,9 @@ def test_9_an_interrupted_rollback_re_run_finishes_that_rollback(
 ) -> None:
     proposals = Proposals(hive)
     proposals.approve(proposals.propose("alice", manager_commit(hive, GOOD)).id)
-    killed_while_simulated_call_hangs(config_path, "rollback", "alice", "--to", "deployed/0")
+    killed_while_simulated_call_hangs(
+        config_path, "rollback", "alice", "--to", "deployed/0", "--yes"
+    )
     [interrupted] = proposals.store.in_status(ProposalStatus.BUILDING)
     assert interrupted.kind == "rollback"
 

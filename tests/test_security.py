@@ -251,7 +251,7 @@ def test_purge_never_deletes_through_a_planted_link(
     agent_dir = hive.layout.agents / "bob"
     shutil.rmtree(agent_dir)
     agent_dir.symlink_to(victim)
-    assert main(["--config", str(config_path), "destroy", "--purge", "bob"]) == 2
+    assert main(["--config", str(config_path), "destroy", "--purge", "--yes", "bob"]) == 2
     assert f"refusing to purge {agent_dir}: it is a symlink" in capsys.readouterr().err
     assert (victim / "config" / "keep.txt").read_text() == "precious\n"
     assert hive.layout.applied("bob").is_dir()  # nothing deleted before the refusal

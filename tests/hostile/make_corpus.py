@@ -223,8 +223,7 @@ BAD_REVS = [
     "abc",
     "abcdef",
     "ABCDEF1",
-    "HEAD",
-    "main",
+    # (HEAD and main are names propose takes: the tip of main, read by hivegen.)
     "refs/heads/main",
     "--upload-pack=touch x",
     "-1234567",
