@@ -298,7 +298,17 @@ class Proposals:
                 raise UsageError(f"{agent} has no tag {to}", hint=f"hivegen history {agent}")
             # A re-run after an interrupted rollback to the same tag finishes that one:
             # never a second rollback beside a first left `building`.
-            for earlier in self._settle_building(agent):
+            settled = self._settle_building(agent)
+            if sha == registry.read_ref(applied / ".git", MAIN) and not any(
+                p.kind is ProposalKind.ROLLBACK and p.commit_ref == to for p in settled
+            ):
+                current = registry.deployed(applied / ".git").tag or to
+                raise UsageError(
+                    f"{agent} already runs {current} ({sha[:12]}), the commit of {to}: "
+                    "nothing to roll back",
+                    hint=f"hivegen history {agent} lists the other deploys",
+                )
+            for earlier in settled:
                 if earlier.kind is ProposalKind.ROLLBACK and earlier.commit_ref == to:
                     if earlier.status is ProposalStatus.DEPLOYED:
                         return Deployment(

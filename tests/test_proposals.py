@@ -141,8 +141,7 @@ def test_deny_double_approve_unknown_and_hostile(hive: Hive, proposals: Proposal
     before = process.started_count()
     for bad in (
         "--upload-pack=touch /tmp/pwned",
-        "HEAD",
-        "main",
+        "refs/heads/main",
         "abc",
         "1234567:refs/x",
         "-1234567",

@@ -549,3 +549,10 @@ def test_4_a_lost_deployed_0_drops_no_agent_and_is_named(
     assert "foreign" not in out
     git(applied, "tag", "deployed/0", seed)  # the operator runs it
     assert problems(hive) == []
+
+
+def test_a_rollback_to_what_already_runs_is_refused(hive: Hive) -> None:
+    proposals = Proposals(hive)
+    with pytest.raises(HivegenError, match=r"alice already runs deployed/0 .* nothing to roll"):
+        proposals.rollback("alice", "deployed/0")
+    assert proposals.store.of_agent("alice") == []  # no proposal made for it
