@@ -611,7 +611,17 @@ def _print_deployment(args: argparse.Namespace, deployment: Any) -> int:
 
 
 def _cmd_approve(args: argparse.Namespace) -> int:
-    return _print_deployment(args, _proposals(args).approve(args.id, force=args.force))
+    from hivegen.proposals import BuildFailed
+
+    proposals = _proposals(args)
+    try:
+        deployment = proposals.approve(args.id, force=args.force)
+    except BuildFailed:
+        if args.json:
+            # A failed build is a result too: the proposal as it now is, with its error.
+            _print_json({**_proposal_json(proposals.store.get(args.id)), "steps": []})
+        raise
+    return _print_deployment(args, deployment)
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:

@@ -293,8 +293,13 @@ def test_cli_flow(hive: Hive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     broken = manager_commit(hive, BROKEN, "break")
     assert main([*config, "propose", "alice", broken]) == 0
     capsys.readouterr()
-    assert main([*config, "approve", "2"]) == 1
-    assert "alice cannot build" in capsys.readouterr().err
+    assert main([*config, "approve", "2", "--json"]) == 1
+    failed = capsys.readouterr()
+    assert "alice cannot build" in failed.err
+    # --json still prints the result: the proposal, failed, with its error.
+    result = json.loads(failed.out)
+    assert (result["id"], result["status"]) == (2, "failed")
+    assert "alice cannot build" in result["error"]
     assert main([*config, "history", "alice", "--json"]) == 0
     assert [e["status"] for e in json.loads(capsys.readouterr().out)] == [
         "failed",
