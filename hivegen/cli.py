@@ -499,11 +499,10 @@ def _age(seconds: float) -> str:
 
 
 def _cmd_propose(args: argparse.Namespace) -> int:
-    proposal = _proposals(args).propose(
-        args.agent, args.rev, allow_flake_inputs=args.allow_flake_inputs
-    )
+    proposals = _proposals(args)
+    proposal = proposals.propose(args.agent, args.rev, allow_flake_inputs=args.allow_flake_inputs)
     if args.json:
-        _print_json(_proposal_json(proposal))
+        _print_json({**_proposal_json(proposal), "subject": proposals.subject(proposal)})
     else:
         print(proposal.id)
         print(

@@ -157,14 +157,18 @@ class Proposals:
 
     # -- read-only views ----------------------------------------------------------------
 
+    def subject(self, proposal: Proposal) -> str:
+        """The first line of the proposal's commit message (from the applied repo)."""
+        if not proposal.fetched_sha:
+            return ""
+        applied = self._applied(proposal.agent)
+        return self.git.out(applied, "log", "-1", "--format=%s", proposal.fetched_sha)
+
     def pending(self) -> list[PendingEntry]:
         entries = []
         for proposal in self.store.pending():
-            subject = ""
+            subject = self.subject(proposal)
             if proposal.fetched_sha:
-                subject = self.git.out(
-                    self._applied(proposal.agent), "log", "-1", "--format=%s", proposal.fetched_sha
-                )
                 entries.append(
                     PendingEntry(
                         proposal,

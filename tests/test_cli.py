@@ -246,7 +246,8 @@ def test_propose_takes_the_tip_of_main_and_refuses_a_duplicate(
     sha = commit_dir(proposed, "one")
     capsys.readouterr()
     assert main([*cfg, "propose", "alice", "--json"]) == 0  # no REV: the tip of main
-    assert json.loads(capsys.readouterr().out)["sha"] == sha
+    made = json.loads(capsys.readouterr().out)
+    assert (made["sha"], made["subject"]) == (sha, "one")  # subject, as pending has
     for again in (["alice"], ["alice", "HEAD"], ["alice", "main"], ["alice", sha[:7]]):
         assert main([*cfg, "propose", *again]) == 2, again
         err = capsys.readouterr().err
