@@ -1055,16 +1055,26 @@ def _cmd_meta_sync(args: argparse.Namespace) -> int:
             {
                 "changed": result.commit is not None,
                 "commit": result.commit,
+                "overwritten": result.overwritten,
                 "agents": list(result.plan.agents),
                 "changes": result.plan.describe(),
             }
         )
-    elif result.commit:
-        for line in result.plan.describe():
-            print(f"  {terminal_line(line)}")
-        print(f"meta flake committed {result.commit[:12]} ({len(result.plan.agents)} agents)")
     else:
-        print(f"meta flake is up to date ({len(result.plan.agents)} agents)")
+        if result.overwritten is not None:
+            print(
+                f"{hive.layout.meta}/flake.nix had been edited by hand; hivegen owns it and "
+                "put back what it renders (the edit, as a diff):"
+            )
+            sys.stdout.write(terminal(result.overwritten))
+        if result.commit:
+            for line in result.plan.describe():
+                print(f"  {terminal_line(line)}")
+            print(f"meta flake committed {result.commit[:12]} ({len(result.plan.agents)} agents)")
+        elif result.overwritten is None:
+            print(f"meta flake is up to date ({len(result.plan.agents)} agents)")
+        else:
+            print(f"meta flake is as committed again ({len(result.plan.agents)} agents)")
     return ExitCode.OK
 
 

@@ -73,6 +73,9 @@ class SyncPlan:
 class SyncResult:
     plan: SyncPlan
     commit: str | None = None
+    # A hand edit of flake.nix (it differed from what the last commit had) that the
+    # sync replaced, as a unified diff from the edit to what was written; None if none.
+    overwritten: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,7 @@ class Meta:
         fsutil.ensure_dir(self.dir, 0o755)
         if not (self.dir / ".git").is_dir():
             self.git.init(self.dir)
+        overwritten = self._hand_edit(rendered) if plan.flake_changed and not plan.first else None
         self._mark_pending()
         try:
             fsutil.write_atomic(self.dir / FLAKE_NIX, rendered)
@@ -189,7 +193,27 @@ class Meta:
             )
             commit = self.git.commit(self.dir, message, allow_empty=plan.first)
         self._clear_pending()
-        return SyncResult(plan, commit)
+        return SyncResult(plan, commit, overwritten)
+
+    def _hand_edit(self, rendered: str) -> str | None:
+        """The diff of a hand edit the sync is about to replace: flake.nix on disk is
+        neither what hivegen renders nor what the last commit holds."""
+        import difflib
+
+        try:
+            on_disk = (self.dir / FLAKE_NIX).read_text()
+        except FileNotFoundError:
+            return None
+        committed = self.git.run(self.dir, "show", f"HEAD:{FLAKE_NIX}", check=False)
+        if committed.ok and committed.stdout == on_disk:
+            return None  # hivegen's own text of an earlier hive: not an edit
+        diff = difflib.unified_diff(
+            on_disk.splitlines(keepends=True),
+            rendered.splitlines(keepends=True),
+            fromfile=f"{FLAKE_NIX} (as edited)",
+            tofile=f"{FLAKE_NIX} (as rendered)",
+        )
+        return "".join(diff)
 
     # -- lock bumps and the two-phase deploy --------------------------------------------
 

@@ -325,3 +325,25 @@ def test_destructive_verbs_ask_on_a_tty_and_refuse_without_one(
     # A plain destroy of a sub-agent is not asked about.
     assert main([*cfg, "spawn", "bob"]) == 0
     assert main([*cfg, "destroy", "bob"]) == 0
+
+
+def test_meta_sync_says_what_hand_edit_it_overwrote(
+    tmp_path: Path, hyperhive_flake: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import sim_config
+
+    config = sim_config(tmp_path, hyperhive_flake)
+    cfg = ["--config", str(config)]
+    assert main([*cfg, "spawn", "alice"]) == 0
+    flake = tmp_path / "state/meta/flake.nix"
+    rendered = flake.read_text()
+    flake.write_text(rendered.replace("{", "{ # my tweak\n", 1))
+    capsys.readouterr()
+    assert main([*cfg, "meta", "sync"]) == 0
+    out = capsys.readouterr().out
+    assert "flake.nix had been edited by hand" in out
+    assert "-{ # my tweak" in out
+    assert "meta flake is up to date" not in out
+    assert flake.read_text() == rendered
+    assert main([*cfg, "meta", "sync", "--json"]) == 0  # nothing left to do
+    assert json.loads(capsys.readouterr().out)["overwritten"] is None
