@@ -293,10 +293,22 @@ def _add_lifecycle_commands(sub: Any) -> None:
         allow_abbrev=False,
         description="State (running, stopped, failed, missing, tombstone; foreign for h-*\n"
         "containers hivegen did not create), port, deployed tag and sha, limits and\n"
-        "pending proposals.",
+        "pending proposals. With NAMEs, only those; with one, every detail.",
+        epilog="examples:\n  hivegen status\n  hivegen status alice\n  hivegen status --watch",
         formatter_class=_Formatter,
     )
+    status.add_argument(
+        "names", nargs="*", metavar="NAME", help="only these agents (one: a detail view)"
+    )
     status.add_argument("--json", action="store_true", help="print a JSON array")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=2.0,
+        metavar="SECONDS",
+        help="show it again every SECONDS (default 2) until Ctrl-C, like watch(1)",
+    )
     status.set_defaults(handler=_cmd_status)
     _add_proposal_commands(sub)
     doctor = sub.add_parser(
@@ -824,29 +836,88 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    statuses = _hive(args).status()
-    if args.json:
-        _print_json(
-            [
-                {
-                    "name": s.name,
-                    "container": s.container,
-                    "role": str(s.role) if s.role else None,
-                    "port": s.port,
-                    "state": str(s.state),
-                    "deployed_tag": s.deployed_tag,
-                    "deployed_sha": s.deployed_sha,
-                    "main_pid": s.main_pid,
-                    "pending": s.pending,
-                    "desired": str(s.desired) if s.desired else None,
-                    "limits": {"memory_max": s.limits.memory_max, "cpu_quota": s.limits.cpu_quota}
-                    if s.limits
-                    else None,
-                }
-                for s in statuses
-            ]
-        )
+    import time
+
+    hive = _hive(args)
+    if args.watch is None:
+        _show_status(args, _chosen(args, hive.status()))
         return ExitCode.OK
+    if args.watch <= 0:
+        raise UsageError(f"--watch {args.watch}: must be a positive number of seconds")
+    clear = sys.stdout.isatty()
+    try:
+        while True:
+            statuses = _chosen(args, hive.status())
+            if clear:
+                sys.stdout.write("\x1b[H\x1b[2J")  # home, clear: as watch(1) redraws
+            print(f"every {args.watch:g}s: {PROG} status  {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            _show_status(args, statuses)
+            sys.stdout.flush()
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return ExitCode.OK  # Ctrl-C is how a watch ends
+
+
+def _chosen(args: argparse.Namespace, statuses: list[Any]) -> list[Any]:
+    """The statuses of the NAMEs asked for (by agent or container name), in that order."""
+    if not args.names:
+        return statuses
+    import difflib
+
+    by_name = {s.name: s for s in statuses} | {s.container: s for s in statuses}
+    chosen = []
+    for name in args.names:
+        if name not in by_name:
+            close = difflib.get_close_matches(name, list(by_name), n=1, cutoff=0.6)
+            raise UsageError(
+                f"no agent named {name!r}",
+                hint=f"did you mean {close[0]!r}?" if close else "hivegen status lists the hive",
+            )
+        chosen.append(by_name[name])
+    return chosen
+
+
+def _status_json(s: Any) -> dict[str, object]:
+    return {
+        "name": s.name,
+        "container": s.container,
+        "role": str(s.role) if s.role else None,
+        "port": s.port,
+        "state": str(s.state),
+        "deployed_tag": s.deployed_tag,
+        "deployed_sha": s.deployed_sha,
+        "main_pid": s.main_pid,
+        "pending": s.pending,
+        "desired": str(s.desired) if s.desired else None,
+        "limits": {"memory_max": s.limits.memory_max, "cpu_quota": s.limits.cpu_quota}
+        if s.limits
+        else None,
+    }
+
+
+def _show_status(args: argparse.Namespace, statuses: list[Any]) -> None:
+    if args.json:
+        _print_json([_status_json(s) for s in statuses])
+        return
+    if len(args.names) == 1:
+        [one] = statuses
+        detail = {
+            "agent": one.name,
+            "container": one.container,
+            "role": one.role or "-",
+            "port": one.port or "-",
+            "state": _state_cell(one),
+            "wanted": one.desired or "(not recorded)",
+            "deployed": f"{one.deployed_tag or '(untagged)'} {one.deployed_sha or ''}".strip(),
+            "leader pid": one.main_pid or "-",
+            "memory max": one.limits.memory_max if one.limits else "-",
+            "cpu quota": one.limits.cpu_quota if one.limits else "-",
+            "pending": one.pending if one.role else "-",
+        }
+        width = max(len(key) for key in detail)
+        for key, value in detail.items():
+            print(f"{key + ':':<{width + 1}} {terminal_line(str(value))}")
+        return
     rows = [
         [
             s.name,
@@ -865,12 +936,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     ]
     if not rows:
         print("no agents yet: hivegen spawn NAME creates one")
-        return ExitCode.OK
+        return
     _print_table(
         ["NAME", "CONTAINER", "ROLE", "PORT", "STATE", "DEPLOYED", "MEMORY", "CPU", "PENDING"],
         rows,
     )
-    return ExitCode.OK
 
 
 def _state_cell(status: Any) -> str:

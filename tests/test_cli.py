@@ -347,3 +347,47 @@ def test_meta_sync_says_what_hand_edit_it_overwrote(
     assert flake.read_text() == rendered
     assert main([*cfg, "meta", "sync", "--json"]) == 0  # nothing left to do
     assert json.loads(capsys.readouterr().out)["overwritten"] is None
+
+
+def test_status_of_names_a_detail_view_and_watch(
+    tmp_path: Path, hyperhive_flake: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+    import time
+
+    from tests.conftest import sim_config
+
+    config = sim_config(tmp_path, hyperhive_flake)
+    cfg = ["--config", str(config)]
+    for name in ("alice", "bob"):
+        assert main([*cfg, "spawn", name]) == 0
+    assert main([*cfg, "stop", "bob"]) == 0
+    capsys.readouterr()
+    assert main([*cfg, "status", "alice"]) == 0
+    detail = dict(
+        line.split(":", 1) for line in capsys.readouterr().out.splitlines() if ":" in line
+    )
+    assert detail["agent"].strip() == "alice"
+    assert detail["state"].strip() == "running"
+    assert detail["wanted"].strip() == "running"
+    assert detail["port"].strip() == "8879"
+    assert main([*cfg, "status", "h-bob", "alice", "--json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["bob", "alice"]
+    assert main([*cfg, "status", "alcie"]) == 2
+    assert "did you mean 'alice'?" in capsys.readouterr().err
+
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "hivegen", *cfg, "status", "--watch", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    time.sleep(1.5)
+    assert watch.poll() is None
+    watch.send_signal(signal.SIGINT)
+    out, err = watch.communicate(timeout=30)
+    assert time.monotonic() < deadline
+    assert watch.returncode == 0, err
+    assert out.count("every 0.2s: hivegen status") >= 2
+    assert "\x1b[" not in out  # not a terminal: no screen clearing
