@@ -173,6 +173,24 @@ def approve_killed_at_tag(config: Path, tmp_path: Path, proposal_id: int) -> Non
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Under pytest-xdist a worker hands its rows of the fault table to the controller,
+    # which prints the table (pytest_testnodedown below).
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        from tests import test_faults
+
+        output["fault_results"] = [list(row) for row in test_faults.RESULTS]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    from tests import test_faults
+
+    rows = getattr(node, "workeroutput", {}).get("fault_results", [])
+    test_faults.RESULTS.extend((str(v), str(s), bool(ok)) for v, s, ok in rows)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from tests import test_faults
 

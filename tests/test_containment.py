@@ -59,6 +59,8 @@ def flags_of(hive: Hive, container: str) -> list[tuple[str, str, bool]]:
     return binds
 
 
+# It watches /etc, /run, /tmp ...: never beside the hostbox tests (nspawn writes there).
+@pytest.mark.xdist_group("host")
 def test_full_cycle_writes_nothing_outside_the_configured_roots(
     tmp_path: Path, hyperhive_flake: str
 ) -> None:

@@ -33,9 +33,10 @@ def test_mypy_strict_clean() -> None:
 def test_readme_test_command_is_what_ci_runs() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    assert ".venv/bin/pip install -e '.[dev]' && .venv/bin/python -m pytest" in readme
+    command = ".venv/bin/python -m pytest -n 2 --dist loadgroup"
+    assert f".venv/bin/pip install -e '.[dev]' && {command}" in readme
     assert ".venv/bin/pip install -q -e '.[dev]'" in ci
-    assert ".venv/bin/python -m pytest" in ci
+    assert command in ci
     assert "apt-get install -y -qq nix-bin git python3-venv" in ci
 
 

@@ -16,7 +16,8 @@ import pytest
 
 from tests.hostbox.boxed import BoxedHive, assert_status_agrees, boxed_hive, expected_binds
 
-pytestmark = pytest.mark.hostbox
+# One xdist group with test_containment, which watches the host for stray writes.
+pytestmark = [pytest.mark.hostbox, pytest.mark.xdist_group("host")]
 
 MANAGER = "hm1nd"
 AGENTS = ("alice", "bob")

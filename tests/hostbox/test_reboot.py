@@ -26,7 +26,8 @@ import pytest
 from tests.conftest import commit_dir
 from tests.hostbox.boxed import BoxedHive, assert_status_agrees, boxed_hive, expected_binds
 
-pytestmark = pytest.mark.hostbox
+# One xdist group with test_containment, which watches the host for stray writes.
+pytestmark = [pytest.mark.hostbox, pytest.mark.xdist_group("host")]
 
 MANAGER = "hm1nd"
 CONTAINERS = {MANAGER: MANAGER, "alice": "h-alice", "bob": "h-bob"}

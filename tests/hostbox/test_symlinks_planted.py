@@ -21,7 +21,8 @@ import pytest
 from tests.hostbox.boxed import BoxedHive, assert_status_agrees, boxed_hive
 from tests.hostbox.boxed import expected_binds as boxed_expected_binds
 
-pytestmark = pytest.mark.hostbox
+# One xdist group with test_containment, which watches the host for stray writes.
+pytestmark = [pytest.mark.hostbox, pytest.mark.xdist_group("host")]
 
 MANAGER = "hm1nd"
 AGENT = "alice"
