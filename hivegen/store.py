@@ -332,22 +332,13 @@ class Store:
     def adopt(self, proposal_id: int, agent: str, sha: str) -> None:
         """Index, as pending, a proposal whose tag a propose killed after writing it left
         behind: its id and commit from the tag."""
-        with self.connect() as db:
-            db.execute(
-                "INSERT INTO proposals (id, agent, kind, commit_ref, fetched_sha, status, "
-                "note, created, resolved) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    proposal_id,
-                    agent,
-                    ProposalKind.APPLY,
-                    sha[:12],
-                    sha,
-                    ProposalStatus.PENDING,
-                    "adopted from its tag by hivegen doctor --repair",
-                    time.time(),
-                    None,
-                ),
-            )
+        self.restore(
+            proposal_id,
+            agent,
+            sha,
+            ProposalStatus.PENDING,
+            note="adopted from its tag by hivegen doctor --repair",
+        )
 
     def restore(
         self,
