@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -63,6 +64,8 @@ BOX_ENV = ("/usr/bin/env", "-i", f"PATH={BOX_PATH}", "LANG=C.UTF-8", "SYSTEMD_CO
 BOX_SYSTEMCTL = "/usr/bin/systemctl"
 
 BOOT_TIMEOUT = 60.0
+# Numbers the boxes this process boots (each gets a cgroup of its own: Box._in_own_cgroup).
+_BOOTS = itertools.count(1)
 POWEROFF_TIMEOUT = 30.0
 
 # The agent containers' init: NixOS runs the container's systemd here. A shell that is
@@ -264,6 +267,7 @@ class Box:
         )
         self.log_path = log_path
         self.machine = f"hostbox-{os.getpid()}"
+        self._cgroup: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._pid = 0
@@ -304,7 +308,7 @@ class Box:
         ]
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            argv,
+            self._in_own_cgroup(argv),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -313,6 +317,21 @@ class Box:
         deadline = time.monotonic() + BOOT_TIMEOUT
         self._pid = self._wait_for_init(deadline)
         self._wait_for_boot(deadline)
+
+    def _in_own_cgroup(self, argv: list[str]) -> list[str]:
+        """Start nspawn in a cgroup of its own on a cgroup-v1 (hybrid) host. Without a
+        systemd on the host, every box would otherwise put its systemd's cgroups
+        (`payload/system.slice/container@hm1nd.service` ...) at the same paths as the
+        box before it, and a box booted right after another one was seen to fail a
+        unit's start at step CGROUP (ENOENT) as the old tree went away."""
+        hierarchy = Path("/sys/fs/cgroup/systemd")
+        if not (hierarchy / "cgroup.procs").is_file():
+            return argv  # cgroup v2 only: nspawn nests under our own cgroup already
+        group = hierarchy / f"{self.machine}-{next(_BOOTS)}"  # never one a box used before
+        group.mkdir(exist_ok=True)
+        self._cgroup = group
+        script = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
+        return ["/bin/sh", "-c", script, "sh", str(group), *argv]
 
     def _wait_for_init(self, deadline: float) -> int:
         assert self._process is not None
@@ -419,9 +438,19 @@ class Box:
         finally:
             self._process = None
             self._pid = 0
+            self._remove_cgroup()
             if self._log is not None:
                 self._log.close()
                 self._log = None
+
+    def _remove_cgroup(self) -> None:
+        """Remove the box's cgroup tree, deepest first; a cgroup still in use stays."""
+        group, self._cgroup = self._cgroup, None
+        if group is None or not group.is_dir():
+            return
+        for directory, _, _ in sorted(os.walk(group), key=lambda d: -len(d[0])):
+            with contextlib.suppress(OSError):
+                Path(directory).rmdir()
 
     def _note(self, text: str) -> None:
         if self._log is not None:
