@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -171,6 +172,36 @@ def approve_killed_at_tag(config: Path, tmp_path: Path, proposal_id: int) -> Non
         timeout=300,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+def killed_while_simulated_call_hangs(
+    config: Path, simulated_root: Path, *args: str, call: int = 1, env: dict[str, str] | None = None
+) -> None:
+    """Run `hivegen --config CONFIG ARGS` (its own process group) and SIGKILL it while its
+    CALL-th simulated nixos-container call hangs (the simulated host under SIMULATED_ROOT
+    logs the hang)."""
+    import signal
+    import sys
+    import time
+
+    log = simulated_root / "log"
+    before = log.read_text().count("# injected fault (hang)") if log.exists() else 0
+    (simulated_root / "fault-calls-nixos-container").unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hivegen", "--config", str(config), *args],
+        env={**(env or os.environ), "HIVEGEN_SIMHOST_FAULT": f"nixos-container:{call}:hang"},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while (log.read_text() if log.exists() else "").count("# injected fault (hang)") == before:
+        assert proc.poll() is None, f"hivegen {' '.join(args)} ended before the hang"
+        assert time.monotonic() < deadline, "the injected hang never came"
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from hivegen.hive import Hive
 from hivegen.proposals import Proposals
 from hivegen.store import ProposalStatus
 from tests.conftest import approve_killed_at_tag, commit_dir, git, sim_config
+from tests.conftest import killed_while_simulated_call_hangs as killed_mid_call
 
 GOOD = '{ ... }: { environment.variables.GREETING = "hello"; }\n'
 OTHER = '{ ... }: { environment.variables.GREETING = "other"; }\n'
@@ -75,27 +74,8 @@ def test_7_a_deploy_killed_before_its_tag_then_denied_leaves_nothing_running(
     )
 
 
-def killed_while_simulated_call_hangs(config: Path, *args: str, call: int = 1) -> None:
-    """Run `hivegen ARGS` and SIGKILL it while its CALL-th nixos-container call hangs."""
-    log = load_config(config).host.simulated_root / "log"
-    before = log.read_text().count("# injected fault (hang)") if log.exists() else 0
-    env = {**os.environ, "HIVEGEN_SIMHOST_FAULT": f"nixos-container:{call}:hang"}
-    counter = load_config(config).host.simulated_root / "fault-calls-nixos-container"
-    counter.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hivegen", "--config", str(config), *args],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while log.read_text().count("# injected fault (hang)") == before:
-        assert proc.poll() is None, f"hivegen {' '.join(args)} ended before the hang"
-        assert time.monotonic() < deadline, "the injected hang never came"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+def killed_while_simulated_call_hangs(config: Path, *args: str) -> None:
+    killed_mid_call(config, load_config(config).host.simulated_root, *args)
 
 
 def test_9_an_interrupted_rollback_re_run_finishes_that_rollback(

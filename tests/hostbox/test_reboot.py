@@ -10,20 +10,14 @@ container roots are on disk and stay. Its own box: it reboots it.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import commit_dir
+from tests.conftest import commit_dir, killed_while_simulated_call_hangs
 from tests.hostbox.boxed import BoxedHive, assert_status_agrees, boxed_hive, expected_binds
 
 # One xdist group with test_containment, which watches the host for stray writes.
@@ -49,24 +43,9 @@ def boxed(
 
 def approve_killed_mid_build(boxed: BoxedHive, proposal_id: int) -> None:
     """`hivegen approve` SIGKILLed while its `nixos-container update` hangs."""
-    env = {**boxed.env, "HIVEGEN_SIMHOST_FAULT": "nixos-container:1:hang"}
-    log = boxed.dirs.host / "log"
-    argv = [sys.executable, "-m", "hivegen", "--config", str(boxed.config), "approve"]
-    proc = subprocess.Popen(
-        [*argv, str(proposal_id)],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    killed_while_simulated_call_hangs(
+        boxed.config, boxed.dirs.host, "approve", str(proposal_id), env=boxed.env
     )
-    deadline = time.monotonic() + 120
-    while "# injected fault (hang)" not in (log.read_text() if log.exists() else ""):
-        assert proc.poll() is None, "approve ended before its build"
-        assert time.monotonic() < deadline, "the injected hang never came"
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def reboot(boxed: BoxedHive) -> None:
