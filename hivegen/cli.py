@@ -340,6 +340,53 @@ def _add_lifecycle_commands(sub: Any) -> None:
     )
     reconcile.add_argument("--json", action="store_true", help="print a JSON object")
     reconcile.set_defaults(handler=_cmd_reconcile)
+    serve = sub.add_parser(
+        "serve",
+        help="the containers' request sockets and the operator's dashboard",
+        allow_abbrev=False,
+        formatter_class=_Formatter,
+        description="Run until stopped (SIGTERM, Ctrl-C), as hivegen-serve.service does:\n"
+        "- a socket for every agent, <runtime dir>/hive.sock, seen inside as\n"
+        "  /run/hive/hive.sock. Who asks is the socket a request arrives on: the\n"
+        "  manager may propose and ask for a spawn, every agent may read its own\n"
+        "  status and proposals, and no container can approve anything. From inside:\n"
+        "    curl --unix-socket /run/hive/hive.sock http://hive/\n"
+        "- the dashboard, on a unix socket only root can open (default\n"
+        "  <runtime root>/../hivegen/dashboard.sock; reach it with\n"
+        "  ssh -L 7000:/run/hivegen/dashboard.sock HOST, then http://localhost:7000).\n"
+        "  --listen also serves it on TCP, behind the token in --token-file (made\n"
+        "  if missing, root's alone): every agent can reach the host's ports.\n"
+        "The CLI works beside it: both take the hive lock, and each sees the other's\n"
+        "proposals and decisions.",
+        epilog="examples:\n  hivegen serve\n  hivegen serve --listen 127.0.0.1:7000",
+    )
+    serve.add_argument(
+        "--socket",
+        metavar="PATH",
+        type=Path,
+        help="the dashboard's unix socket (default: beside the runtime root, "
+        "hivegen/dashboard.sock)",
+    )
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="also serve the dashboard on TCP, behind the token (port 0: any free port)",
+    )
+    serve.add_argument(
+        "--token-file",
+        metavar="PATH",
+        type=Path,
+        help="the dashboard token for --listen (default: <state root>/dashboard.token)",
+    )
+    serve.add_argument(
+        "--allow-host",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a host name the dashboard answers to besides localhost and the listen "
+        "address (repeatable)",
+    )
+    serve.set_defaults(handler=_cmd_serve)
     demo = sub.add_parser(
         "demo",
         help="build a throwaway demo hive and show each step",
@@ -489,18 +536,9 @@ def _proposals(args: argparse.Namespace) -> Any:
 
 
 def _proposal_json(proposal: Any) -> dict[str, object]:
-    return {
-        "id": proposal.id,
-        "agent": proposal.agent,
-        "kind": str(proposal.kind),
-        "commit_ref": proposal.commit_ref,
-        "sha": proposal.fetched_sha,
-        "status": str(proposal.status),
-        "note": proposal.note,
-        "error": proposal.error,
-        "created": proposal.created,
-        "resolved": proposal.resolved,
-    }
+    from hivegen.store import proposal_json
+
+    return proposal_json(proposal)
 
 
 def _age(seconds: float) -> str:
@@ -781,6 +819,54 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     return ExitCode.FAILED if report.failed else ExitCode.OK
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from hivegen import serve
+    from hivegen.config import HostRuntime
+    from hivegen.hive import Hive, LockPolicy
+
+    config = _load_config(args)
+    if config.host.runtime is HostRuntime.NATIVE and os.geteuid() != 0:
+        raise UsageError("must run as root: hivegen serve owns the hive", hint=f"sudo {PROG} serve")
+    options = serve.ServeOptions(
+        dashboard_socket=args.socket or serve.default_dashboard_socket(config),
+        token_file=args.token_file or serve.default_token_file(config),
+        listen=serve.parse_listen(args.listen) if args.listen else None,
+        allowed_hosts=tuple(args.allow_host),
+    )
+    # The server's own log lines (requests, jobs) go to stderr: the journal, as a service.
+    # (-v adds every command hivegen runs, as for any verb.)
+    log = logging.getLogger("hivegen.serve")
+    log.setLevel(logging.INFO)
+
+    def make_hive(on_output: Callable[[str], None] | None) -> Hive:
+        return Hive(
+            config,
+            LockPolicy(
+                wait=True,
+                on_wait=lambda holder: log.info("waiting for the hive lock (%s)", holder),
+                holder=f"{PROG} serve (pid {os.getpid()})",
+            ),
+            on_output=on_output,
+        )
+
+    def ready(where: serve.Ready) -> None:
+        log.info("dashboard on unix socket %s", where.dashboard_socket)
+        if where.dashboard_url:
+            log.info(
+                "dashboard on %s (log in with the token in %s)",
+                where.dashboard_url,
+                where.token_file,
+            )
+        names = ", ".join(where.agents) or "none yet"
+        log.info("agent sockets: %s", names)
+
+    stopped = serve.run(config, options, make_hive, ready)
+    log.info("stopped (%s)", stopped)
+    return ExitCode.INTERRUPTED if stopped is serve.Stopped.INTERRUPTED else ExitCode.OK
+
+
 def _cmd_lifecycle(args: argparse.Namespace) -> int:
     from hivegen.names import Role
 
@@ -878,21 +964,9 @@ def _chosen(args: argparse.Namespace, statuses: list[Any]) -> list[Any]:
 
 
 def _status_json(s: Any) -> dict[str, object]:
-    return {
-        "name": s.name,
-        "container": s.container,
-        "role": str(s.role) if s.role else None,
-        "port": s.port,
-        "state": str(s.state),
-        "deployed_tag": s.deployed_tag,
-        "deployed_sha": s.deployed_sha,
-        "main_pid": s.main_pid,
-        "pending": s.pending,
-        "desired": str(s.desired) if s.desired else None,
-        "limits": {"memory_max": s.limits.memory_max, "cpu_quota": s.limits.cpu_quota}
-        if s.limits
-        else None,
-    }
+    from hivegen.status import status_json
+
+    return status_json(s)
 
 
 def _show_status(args: argparse.Namespace, statuses: list[Any]) -> None:

@@ -39,3 +39,23 @@ def highlight(text: str, language: Language) -> str:
 
     lexer = NixLexer() if language is Language.NIX else DiffLexer()
     return pygments_highlight(text, lexer, TerminalFormatter())
+
+
+def html(text: str, language: Language) -> str:
+    """`text` as highlighted HTML (classes only; `html_css()` styles them). Controls and
+    escape sequences are first shown as visible escapes (sanitize.terminal), then pygments
+    escapes every character that could be markup."""
+    from pygments import highlight as pygments_highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import DiffLexer, NixLexer
+
+    from hivegen.sanitize import terminal
+
+    lexer = NixLexer() if language is Language.NIX else DiffLexer()
+    return pygments_highlight(terminal(text), lexer, HtmlFormatter(cssclass="highlight"))
+
+
+def html_css() -> str:
+    from pygments.formatters import HtmlFormatter
+
+    return str(HtmlFormatter(cssclass="highlight").get_style_defs(".highlight"))  # type: ignore[no-untyped-call]

@@ -24,6 +24,7 @@ from hivegen.layout import TOP_DIRS
 from hivegen.meta import Meta, SyncPlan, SyncResult, UpdateResult, input_name
 from hivegen.names import AgentSpec
 from hivegen.repos import git_for, seed
+from hivegen.spawnrequests import RequestState, SpawnRequests
 from hivegen.store import Store
 
 
@@ -379,7 +380,13 @@ class Hive:
             if not unit.running:
                 self.start_container(spec, unit)
                 steps.append(f"started {spec.container}")
+            steps.extend(self._answer_spawn_request(name))
         return StepLog(tuple(steps))
+
+    def _answer_spawn_request(self, name: str) -> list[str]:
+        if SpawnRequests(self.config).resolve(name, RequestState.SPAWNED) is None:
+            return []
+        return ["answered the manager's spawn request"]
 
     # -- start / stop / restart ---------------------------------------------------------
 

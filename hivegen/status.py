@@ -109,3 +109,22 @@ def collect(hive: Hive) -> list[AgentStatus]:
             )
         )
     return result
+
+
+def status_json(s: AgentStatus) -> dict[str, object]:
+    """The `--json` shape of one agent's status (CLI and `hivegen serve` alike)."""
+    return {
+        "name": s.name,
+        "container": s.container,
+        "role": str(s.role) if s.role else None,
+        "port": s.port,
+        "state": str(s.state),
+        "deployed_tag": s.deployed_tag,
+        "deployed_sha": s.deployed_sha,
+        "main_pid": s.main_pid,
+        "pending": s.pending,
+        "desired": str(s.desired) if s.desired else None,
+        "limits": {"memory_max": s.limits.memory_max, "cpu_quota": s.limits.cpu_quota}
+        if s.limits
+        else None,
+    }

@@ -67,6 +67,22 @@ class Proposal:
         return f"proposal/{self.id}"
 
 
+def proposal_json(proposal: Proposal) -> dict[str, object]:
+    """The `--json` shape of one proposal (CLI and `hivegen serve` alike)."""
+    return {
+        "id": proposal.id,
+        "agent": proposal.agent,
+        "kind": str(proposal.kind),
+        "commit_ref": proposal.commit_ref,
+        "sha": proposal.fetched_sha,
+        "status": str(proposal.status),
+        "note": proposal.note,
+        "error": proposal.error,
+        "created": proposal.created,
+        "resolved": proposal.resolved,
+    }
+
+
 def _row(row: sqlite3.Row) -> Proposal:
     return Proposal(
         id=row["id"],

@@ -1,0 +1,217 @@
+"""The server's life: listeners up, agents' sockets kept in step with the hive, and a
+clean stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from aiohttp import web
+
+from hivegen import registry, safepath
+from hivegen.config import Config
+from hivegen.errors import HivegenError
+from hivegen.serve import HiveFactory, Ready, ServeOptions, Stopped, api, auth, dashboard, sockets
+from hivegen.serve.context import Context
+
+log = logging.getLogger("hivegen.serve")
+
+
+@dataclass(slots=True)
+class _AgentListener:
+    bound: sockets.Bound
+    runner: web.AppRunner
+
+
+class AgentSockets:
+    """One socket per registered agent, re-made when its runtime dir is."""
+
+    def __init__(self, config: Config, context: Context) -> None:
+        self.config = config
+        self.context = context
+        self.runtime_root = config.host.runtime_root
+        self.listening: dict[str, _AgentListener] = {}
+
+    def _rel(self, name: str) -> PurePosixPath:
+        spec = self.config.agent(name)
+        return PurePosixPath(self.config.runtime_dir(spec).relative_to(self.runtime_root))
+
+    async def refresh(self) -> None:
+        names = registry.scan(self.config).registered
+        for gone in sorted(set(self.listening) - set(names)):
+            await self._close(gone)
+        if not names:
+            return
+        try:
+            staging = sockets.open_staging(self.runtime_root)
+        except (OSError, HivegenError) as exc:
+            log.warning("cannot use %s: %s", self.runtime_root / sockets.STAGING, exc)
+            return
+        try:
+            for name in names:
+                await self._refresh_one(name, staging)
+        finally:
+            os.close(staging)
+
+    async def _refresh_one(self, name: str, staging: int) -> None:
+        try:
+            fd = safepath.open_dir(self.runtime_root, self._rel(name))
+        except (OSError, HivegenError):
+            # No runtime dir (not started since a reboot) or an unsafe one: no socket
+            # until a start makes it as it should be.
+            if name in self.listening:
+                await self._close(name)
+            return
+        try:
+            current = self.listening.get(name)
+            if current is not None:
+                if sockets.still_there(fd, sockets.SOCKET_NAME, current.bound):
+                    return
+                log.info("socket of %s was removed or replaced: making it again", name)
+                await self._close(name, unlink=False)
+            try:
+                bound = sockets.bind_in(fd, sockets.SOCKET_NAME, staging, 0o666)
+            except OSError as exc:
+                log.warning("cannot make %s's socket: %s", name, exc.strerror)
+                return
+        finally:
+            os.close(fd)
+        spec = self.config.agent(name)
+        app = api.make_app(api.Identity(name, spec.role), self.context)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, bound.sock, shutdown_timeout=1.0).start()
+        self.listening[name] = _AgentListener(bound, runner)
+        log.info("listening for %s on %s", name, self.config.runtime_dir(spec) / "hive.sock")
+
+    async def _close(self, name: str, *, unlink: bool = True) -> None:
+        listener = self.listening.pop(name)
+        await listener.runner.cleanup()
+        if unlink:
+            sockets.remove(self.runtime_root, self._rel(name), sockets.SOCKET_NAME, listener.bound)
+
+    async def close_all(self) -> None:
+        for name in sorted(self.listening):
+            await self._close(name)
+
+
+def _notify(state: str) -> None:
+    """sd_notify(3) for Type=notify, without libsystemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with (
+        contextlib.suppress(OSError),
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock,
+    ):
+        sock.connect(address)
+        sock.sendall(state.encode())
+
+
+def _dashboard_socket(path: Path) -> sockets.Bound:
+    """The operator's socket: 0600 in a directory that is root's alone."""
+    parent = path.parent
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = safepath.open_root(parent)
+    try:
+        os.fchmod(fd, 0o700)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path.name, dir_fd=fd)  # a stale socket of an earlier run
+        return sockets.bind_in(fd, path.name, fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+async def _serve(
+    config: Config,
+    options: ServeOptions,
+    make_hive: HiveFactory,
+    on_ready: Callable[[Ready], None] | None,
+) -> Stopped:
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[Stopped] = loop.create_future()
+
+    def stop(why: Stopped) -> None:
+        if not stopped.done():
+            stopped.set_result(why)
+
+    loop.add_signal_handler(signal.SIGTERM, stop, Stopped.TERMINATED)
+    loop.add_signal_handler(signal.SIGINT, stop, Stopped.INTERRUPTED)
+    context = Context(config, make_hive)
+    runners: list[web.AppRunner] = []
+    agents = AgentSockets(config, context)
+    try:
+        guard_unix = auth.Guard(token=None, extra_hosts=options.allowed_hosts)
+        local = web.AppRunner(
+            dashboard.make_app(context, guard_unix), access_log=None, handle_signals=False
+        )
+        await local.setup()
+        runners.append(local)
+        bound = _dashboard_socket(options.dashboard_socket)
+        await web.SockSite(local, bound.sock, shutdown_timeout=1.0).start()
+        url = None
+        if options.listen is not None:
+            token = auth.load_or_make_token(options.token_file)
+            hosts = (*options.allowed_hosts, options.listen.host)
+            tcp = web.AppRunner(
+                dashboard.make_app(context, auth.Guard(token=token, extra_hosts=hosts)),
+                access_log=None,
+                handle_signals=False,
+            )
+            await tcp.setup()
+            runners.append(tcp)
+            site = web.TCPSite(tcp, options.listen.host, options.listen.port, shutdown_timeout=1.0)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise HivegenError(
+                    f"cannot listen on {options.listen.url}: {exc.strerror}",
+                    hint="choose another --listen address or port",
+                ) from exc
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            url = f"http://{options.listen.host}:{port}/"
+        await agents.refresh()
+        if on_ready is not None:
+            on_ready(
+                Ready(
+                    options.dashboard_socket,
+                    url,
+                    options.token_file if url else None,
+                    tuple(sorted(agents.listening)),
+                )
+            )
+        _notify("READY=1")
+        while not stopped.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(stopped), options.poll_interval)
+            if not stopped.done():
+                try:
+                    await agents.refresh()
+                except (OSError, HivegenError) as exc:
+                    log.warning("checking the agents' sockets failed: %s", exc)
+        _notify("STOPPING=1")
+        return stopped.result()
+    finally:
+        await agents.close_all()
+        for runner in reversed(runners):
+            await runner.cleanup()
+        with contextlib.suppress(OSError):
+            options.dashboard_socket.unlink()
+
+
+def serve_forever(
+    config: Config,
+    options: ServeOptions,
+    make_hive: HiveFactory,
+    on_ready: Callable[[Ready], None] | None = None,
+) -> Stopped:
+    return asyncio.run(_serve(config, options, make_hive, on_ready))
