@@ -450,11 +450,31 @@ def _add_proposal_commands(sub: Any) -> None:
     pending = add(
         "pending",
         "list open proposals",
-        "Open proposals: id, agent, short sha, subject and age.",
+        "Open proposals: id, agent, short sha, subject and age; then the manager's\n"
+        "spawn requests (hivegen spawn NAME grants one, hivegen dismiss NAME refuses it).\n"
+        "--json prints the proposals; `--json --spawn-requests` the requests.",
         "hivegen pending",
     )
     pending.add_argument("--json", action="store_true", help="print a JSON array")
+    pending.add_argument(
+        "--spawn-requests",
+        action="store_true",
+        help="with --json: print the queued spawn requests instead",
+    )
     pending.set_defaults(handler=_cmd_pending)
+
+    dismiss = add(
+        "dismiss",
+        "answer the manager's spawn request with no",
+        "The manager asks for new agents through its socket (hivegen serve); `pending`\n"
+        "lists the requests, `hivegen spawn NAME` grants one, and this refuses it. The\n"
+        "manager reads the answer and the note (GET /spawn-requests).",
+        "hivegen dismiss carol --note 'one researcher is enough'",
+    )
+    dismiss.add_argument("name", metavar="NAME")
+    dismiss.add_argument("--note", default="", help="why (the manager reads it)")
+    dismiss.add_argument("--json", action="store_true", help="print the request as JSON")
+    dismiss.set_defaults(handler=_cmd_dismiss)
 
     diff = add(
         "diff",
@@ -566,9 +586,15 @@ def _cmd_propose(args: argparse.Namespace) -> int:
 def _cmd_pending(args: argparse.Namespace) -> int:
     import time
 
-    entries = _proposals(args).pending()
+    from hivegen.spawnrequests import SpawnRequests
+
+    proposals = _proposals(args)
+    entries = proposals.pending()
+    requests = SpawnRequests(proposals.hive.config).queued()
     now = time.time()
-    if args.json:
+    if args.json and args.spawn_requests:
+        _print_json([r.as_json() for r in requests])
+    elif args.json:
         _print_json(
             [
                 {
@@ -610,6 +636,28 @@ def _cmd_pending(args: argparse.Namespace) -> int:
         for e in entries:
             if not e.flake.clean:
                 sys.stdout.write("\n" + _flake_warning(e.proposal.agent, e.proposal.id, e.flake))
+    if requests and not args.json:
+        print("\nspawn requests from the manager (hivegen spawn NAME; hivegen dismiss NAME):")
+        _print_table(["NAME", "AGE"], [[r.name, _age(now - r.requested)] for r in requests])
+    return ExitCode.OK
+
+
+def _cmd_dismiss(args: argparse.Namespace) -> int:
+    from hivegen.proposals import validate_note
+    from hivegen.spawnrequests import RequestState, SpawnRequests
+
+    note = validate_note(args.note)
+    hive = _hive(args)
+    with hive.locked():
+        answered = SpawnRequests(hive.config).resolve(args.name, RequestState.DISMISSED, note)
+    if answered is None:
+        raise UsageError(
+            f"no spawn request of {args.name!r} is queued", hint="hivegen pending lists them"
+        )
+    if args.json:
+        _print_json(answered.as_json())
+    else:
+        print(f"spawn request of {args.name} dismissed")
     return ExitCode.OK
 
 
