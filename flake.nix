@@ -27,7 +27,7 @@
           src = self;
           # As pyproject.toml's [build-system]: the pypa build hook runs without isolation.
           build-system = with pkgs.python3Packages; [ setuptools wheel ];
-          dependencies = with pkgs.python3Packages; [ jinja2 pygments ];
+          dependencies = with pkgs.python3Packages; [ aiohttp jinja2 pygments ];
           nativeCheckInputs = [ pkgs.python3Packages.pytestCheckHook pkgs.python3Packages.hypothesis pkgs.git pkgs.nix ];
           # The suite drives a real nix store and git repos: run it in CI, not in the sandbox.
           doCheck = false;
@@ -40,7 +40,7 @@
           meta.mainProgram = "hivegen";
           passthru.tests.unit = pkgs.runCommand "hivegen-unit-tests" {
             nativeBuildInputs = [
-              (pkgs.python3.withPackages (ps: with ps; [ jinja2 pygments pytest hypothesis ]))
+              (pkgs.python3.withPackages (ps: with ps; [ aiohttp jinja2 pygments pytest hypothesis ]))
             ];
           } ''
             cp -r ${self} src && chmod -R u+w src && cd src
@@ -76,7 +76,7 @@
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           packages = [
-            (pkgs.python3.withPackages (ps: with ps; [ jinja2 pygments pytest hypothesis mypy types-pygments ]))
+            (pkgs.python3.withPackages (ps: with ps; [ aiohttp jinja2 pygments pytest hypothesis mypy types-pygments ]))
             pkgs.ruff
             pkgs.git
             pkgs.nix

@@ -116,6 +116,9 @@ let
   } sections;
 
   state = cfg.settings.hive.state_root;
+  serveArgs =
+    lib.optionals (cfg.serve.listen != null) [ "--listen" cfg.serve.listen ]
+    ++ lib.concatMap (host: [ "--allow-host" host ]) cfg.serve.allowedHosts;
   # hivegen/layout.py's TOP_DIRS: credentials are never readable by others.
   stateDirs = {
     agents = "0755";
@@ -157,6 +160,35 @@ in
           TimeoutStartSec= of hivegen-reconcile.service: boot never waits longer for it
           (a container whose system is missing is built first). A reconcile stopped by
           the timeout is finished by running it again.
+        '';
+      };
+    };
+
+    serve = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Run `hivegen serve` (hivegen-serve.service): a request socket in every agent's
+          runtime dir and the operator's dashboard on a root-only unix socket.
+        '';
+      };
+      listen = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "127.0.0.1:7000";
+        description = ''
+          HOST:PORT to also serve the dashboard on TCP (`--listen`), behind the token in
+          <state_root>/dashboard.token. Every agent can reach it: see the unit's comment.
+        '';
+      };
+      allowedHosts = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "hive.example.org" ];
+        description = ''
+          Host names the dashboard answers to besides localhost and the listen address
+          (`--allow-host`, a Host header check against DNS rebinding).
         '';
       };
     };
@@ -203,6 +235,37 @@ in
         RemainAfterExit = true;
         ExecStart = "${lib.getExe cfg.package} reconcile";
         TimeoutStartSec = cfg.reconcile.timeout;
+      };
+    };
+
+    # The dashboard listens on a unix socket only root can open, /run/hivegen/dashboard.sock
+    # (beside the default runtime root /run/hyperhive); reach it from elsewhere with
+    #   ssh -L 7000:/run/hivegen/dashboard.sock host   (then http://localhost:7000).
+    # The agents share the host's network namespace (PRIVATE_NETWORK=0), so a TCP
+    # listener (`serve.listen`), even on 127.0.0.1, is reachable from every agent: it is
+    # protected by the token in <state_root>/dashboard.token (made 0600 if missing).
+    systemd.services.hivegen-serve = lib.mkIf cfg.serve.enable {
+      description = "hivegen: the agents' request sockets and the operator's dashboard";
+      wantedBy = [ "multi-user.target" ];
+      after = [
+        "hivegen-reconcile.service"
+        "nix-daemon.socket"
+        "systemd-tmpfiles-setup.service"
+      ];
+      # As hivegen-reconcile: the system's nix, nixos-container and systemctl first.
+      path = [ "/run/current-system/sw" ];
+      serviceConfig = {
+        # hivegen sends READY=1 to $NOTIFY_SOCKET itself once it listens.
+        Type = "notify";
+        NotifyAccess = "main";
+        ExecStart =
+          "${lib.getExe cfg.package} serve"
+          + lib.optionalString (serveArgs != [ ]) " ${lib.escapeShellArgs serveArgs}";
+        Restart = "on-failure";
+        RestartSec = "2s";
+        # /run/hivegen, root's alone: where the dashboard's socket is.
+        RuntimeDirectory = "hivegen";
+        RuntimeDirectoryMode = "0700";
       };
     };
   };

@@ -318,6 +318,34 @@ def test_the_reconcile_unit() -> None:
     assert off["reconcile"] is None
 
 
+def test_the_serve_unit() -> None:
+    assert summary(hivegen_config({}))["serve"] is None  # off unless asked for
+    unit = summary(hivegen_config({}, service={"serve": {"enable": True}}))["serve"]
+    assert unit["wantedBy"] == ["multi-user.target"]
+    assert {"hivegen-reconcile.service", "nix-daemon.socket"} <= set(unit["after"])
+    assert "systemd-tmpfiles-setup.service" in unit["after"]
+    assert unit["path"] == ["/run/current-system/sw"]
+    # hivegen sends READY=1 itself; /run/hivegen (the dashboard's socket) is root's alone.
+    assert unit["serviceConfig"] == {
+        "Type": "notify",
+        "NotifyAccess": "main",
+        "ExecStart": f"{PACKAGE_OUT}/bin/hivegen serve",
+        "Restart": "on-failure",
+        "RestartSec": "2s",
+        "RuntimeDirectory": "hivegen",
+        "RuntimeDirectoryMode": "0700",
+    }
+    tcp = {"enable": True, "listen": "127.0.0.1:7000", "allowedHosts": ["hive.example"]}
+    unit = summary(hivegen_config({}, service={"serve": tcp}))["serve"]
+    assert unit["serviceConfig"]["ExecStart"] == (
+        f"{PACKAGE_OUT}/bin/hivegen serve --listen 127.0.0.1:7000 --allow-host hive.example"
+    )
+    # Shell-quoted: a value is one argument.
+    odd = {"enable": True, "allowedHosts": ["a b", "c"]}
+    unit = summary(hivegen_config({}, service={"serve": odd}))["serve"]
+    assert unit["serviceConfig"]["ExecStart"].endswith("serve --allow-host 'a b' --allow-host c")
+
+
 def test_state_dirs_package_and_disabled() -> None:
     result = summary(hivegen_config({"hive": {"state_root": "/srv/hive"}}))
     expected = {f"d /srv/hive/{rel} {mode:04o} root root -" for rel, mode in TOP_DIRS}
@@ -325,12 +353,14 @@ def test_state_dirs_package_and_disabled() -> None:
     assert set(result["tmpfiles"]) == expected
     assert "d /srv/hive/credentials 0700 root root -" in result["tmpfiles"]
     assert result["packages"] == ["hivegen-0.1.0"]
-    disabled = summary({"services": {"hivegen": {"settings": {"hive": {"manager": "boss"}}}}})
+    service = {"settings": {"hive": {"manager": "boss"}}, "serve": {"enable": True}}
+    disabled = summary({"services": {"hivegen": service}})
     assert disabled == {
         "hiveToml": None,
         "tmpfiles": [],
         "packages": [],
         "reconcile": None,
+        "serve": None,
         "failedAssertions": [],
     }
 

@@ -35,6 +35,16 @@ def test_flake_version_matches_package() -> None:
     assert f'version = "{__version__}"' in (ROOT / "pyproject.toml").read_text()
 
 
+def pyproject_dependencies() -> set[str]:
+    """pyproject.toml's [project] dependencies, by name (as nixpkgs names them)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return {Requirement(r).name.lower() for r in data["project"]["dependencies"]}
+
+
 def stub_flake(tmp_path: Path) -> tuple[Path, Path]:
     """This project's flake (as committed files) and the stub nixpkgs, as git repos."""
     import shutil
@@ -96,20 +106,26 @@ def test_project_flake_outputs_evaluate_against_a_stub_nixpkgs(tmp_path: Path) -
         "pkg": evaluate(
             f"packages.{system}.default", "p: { inherit (p) name wrapperArgs deps mainProgram; }"
         ),
-        "shell": evaluate(f"devShells.{system}.default", "s: s.deps"),
+        "shell": evaluate(f"devShells.{system}.default", "s: { inherit (s) deps pythonDeps; }"),
     }
     assert result["app"]["type"] == "app"
     assert result["app"]["program"].endswith("-hivegen-0.1.0/bin/hivegen")
     assert result["pkg"]["name"] == "hivegen-0.1.0"
     assert result["pkg"]["mainProgram"] == "hivegen"
-    # build-system as pyproject.toml's (the build hook runs without isolation).
-    assert set(result["pkg"]["deps"]) == {"jinja2", "pygments", "setuptools", "wheel"}
+    # build-system as pyproject.toml's (the build hook runs without isolation), and the
+    # runtime dependencies as its [project] dependencies.
+    assert set(result["pkg"]["deps"]) == {"aiohttp", "jinja2", "pygments", "setuptools", "wheel"}
+    assert set(result["pkg"]["deps"]) - {"setuptools", "wheel"} == pyproject_dependencies()
     wrapper = json.loads(result["pkg"]["wrapperArgs"])
     # After the host's PATH: a NixOS host's own nix builds the containers.
     assert wrapper[:3] == ["--suffix", "PATH", ":"]
     assert "-git/bin" in wrapper[3]
     assert "-nix/bin" in wrapper[3]
-    assert {"python3-env", "ruff", "git", "nix"} <= set(result["shell"])
+    assert {"python3-env", "ruff", "git", "nix"} <= set(result["shell"]["deps"])
+    # `nix develop` can run `hivegen serve` and the suite.
+    assert pyproject_dependencies() | {"pytest", "hypothesis", "mypy"} <= set(
+        result["shell"]["pythonDeps"]
+    )
 
 
 def test_flake_checks_run_the_offline_tests(tmp_path: Path) -> None:
@@ -126,10 +142,11 @@ def test_flake_checks_run_the_offline_tests(tmp_path: Path) -> None:
         repo,
         stub,
         f"checks.{nix_system()}",
-        "c: { names = builtins.attrNames c; script = c.unit.script; deps = c.unit.deps; }",
+        "c: { names = builtins.attrNames c; inherit (c.unit) script deps pythonDeps; }",
     )
     assert checks["names"] == ["package", "unit"]
     assert checks["deps"] == ["python3-env"]
+    assert pyproject_dependencies() | {"pytest", "hypothesis"} <= set(checks["pythonDeps"])
     [command] = [line for line in checks["script"].splitlines() if "-m pytest" in line]
     files = re.findall(r"tests/test_\w+\.py", command)
     assert len(files) >= 5
