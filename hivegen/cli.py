@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -867,12 +868,33 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     return ExitCode.FAILED if report.failed else ExitCode.OK
 
 
+def _serve_hive_factory(config: Any) -> Any:
+    """A Hive for each verb the server runs: it waits for the hive lock, as the CLI does."""
+    import os
+
+    from hivegen.hive import Hive, LockPolicy
+
+    log = logging.getLogger("hivegen.serve")
+
+    def make_hive(on_output: Callable[[str], None] | None) -> Hive:
+        return Hive(
+            config,
+            LockPolicy(
+                wait=True,
+                on_wait=lambda holder: log.info("waiting for the hive lock (%s)", holder),
+                holder=f"{PROG} serve (pid {os.getpid()})",
+            ),
+            on_output=on_output,
+        )
+
+    return make_hive
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import os
 
     from hivegen import serve
     from hivegen.config import HostRuntime
-    from hivegen.hive import Hive, LockPolicy
 
     config = _load_config(args)
     if config.host.runtime is HostRuntime.NATIVE and os.geteuid() != 0:
@@ -888,17 +910,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("hivegen.serve")
     log.setLevel(logging.INFO)
 
-    def make_hive(on_output: Callable[[str], None] | None) -> Hive:
-        return Hive(
-            config,
-            LockPolicy(
-                wait=True,
-                on_wait=lambda holder: log.info("waiting for the hive lock (%s)", holder),
-                holder=f"{PROG} serve (pid {os.getpid()})",
-            ),
-            on_output=on_output,
-        )
-
     def ready(where: serve.Ready) -> None:
         log.info("dashboard on unix socket %s", where.dashboard_socket)
         if where.dashboard_url:
@@ -910,7 +921,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         names = ", ".join(where.agents) or "none yet"
         log.info("agent sockets: %s", names)
 
-    stopped = serve.run(config, options, make_hive, ready)
+    stopped = serve.run(config, options, _serve_hive_factory(config), ready)
     log.info("stopped (%s)", stopped)
     return ExitCode.INTERRUPTED if stopped is serve.Stopped.INTERRUPTED else ExitCode.OK
 
@@ -1117,25 +1128,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for step in steps:
         hivegen(*step)
 
-    # The manager proposes a change to alice; the operator reviews and approves it.
+    # The manager proposes a change to alice through its socket (hivegen serve runs);
+    # the operator reviews and approves it. A second one, proposed with the CLI, fails.
     agent = DEMO_AGENTS[0]
     proposed = config.layout.proposed(agent)
-    for agent_nix, message, outcome in (
-        (DEMO_GOOD_CHANGE, f"{agent} greets the operator", ExitCode.OK),
-        (DEMO_BROKEN_CHANGE, f"{agent}: a change that does not build", ExitCode.FAILED),
-    ):
-        print(f"\n# the manager ({config.hive.manager}) edits {agent}'s config and commits:")
-        print(f"$ cat > {proposed / 'agent.nix'} <<'EOF'\n{agent_nix}EOF")
-        print(f"$ git -C {proposed} commit -am {shlex.quote(message)}")
-        sha = manager_commit(config, agent, agent_nix, message)
-        hivegen("propose", agent, sha[:12])
-        proposal_id = str(latest_proposal(config))
-        if outcome is ExitCode.OK:
-            hivegen("pending")
-            hivegen("diff", proposal_id)
-        else:
-            print("# this one fails to build: hivegen puts everything back as it was")
-        hivegen("approve", proposal_id, expect=outcome)
+    with _demo_server(config, flags) as ask:
+        for agent_nix, message, outcome in (
+            (DEMO_GOOD_CHANGE, f"{agent} greets the operator", ExitCode.OK),
+            (DEMO_BROKEN_CHANGE, f"{agent}: a change that does not build", ExitCode.FAILED),
+        ):
+            print(f"\n# the manager ({config.hive.manager}) edits {agent}'s config and commits:")
+            print(f"$ cat > {proposed / 'agent.nix'} <<'EOF'\n{agent_nix}EOF")
+            print(f"$ git -C {proposed} commit -am {shlex.quote(message)}")
+            sha = manager_commit(config, agent, agent_nix, message)
+            if outcome is ExitCode.OK:
+                print("\n# ...and asks the operator to deploy it, through its socket:")
+                made = ask("POST", "/propose", {"agent": agent})
+                proposal_id = str(made["id"])
+                hivegen("pending")
+                hivegen("diff", proposal_id)
+            else:
+                print("\n# (the operator can propose a manager's commit too)")
+                hivegen("propose", agent, sha[:12])
+                proposal_id = str(latest_proposal(config))
+                print("# this one fails to build: hivegen puts everything back as it was")
+            hivegen("approve", proposal_id, expect=outcome)
+            if outcome is ExitCode.OK:
+                print("\n# the manager sees the decision (GET ...?wait=60 waits for one):")
+                ask("GET", f"/proposals/{proposal_id}")
     hivegen("history", agent)
     hivegen("status")
     print(
@@ -1145,9 +1165,65 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         #   hivegen ... stop {agent}; hivegen ... status
         #   hivegen ... render meta            the meta flake the containers are built from
         #   hivegen ... destroy bob            bob's repos and notes stay: spawn bob revives him
+        #   hivegen ... serve --listen 127.0.0.1:7000
+        #       the agents' sockets and the dashboard: open http://127.0.0.1:7000 and log in
+        #       with the token in {config.layout.root / "dashboard.token"} (on a real host
+        #       keep it on its root-only socket: ssh -L 7000:/run/hivegen/dashboard.sock HOST)
         # Delete {demo.root} when done.""")
     )
     return ExitCode.OK
+
+
+@contextlib.contextmanager
+def _demo_server(config: Any, flags: list[str]) -> Iterator[Callable[..., Any]]:
+    """`hivegen serve` for the demo (in this process), and the manager's way to ask it."""
+    import json
+    import shlex
+    import threading
+
+    from hivegen import serve
+    from hivegen.serve.client import ask
+
+    print("\n# the operator runs the server: a socket per container, and the dashboard")
+    print(f"$ hivegen {shlex.join([*flags, 'serve'])} &", flush=True)
+    ready, stop = threading.Event(), threading.Event()
+    failure: list[BaseException] = []
+    options = serve.ServeOptions(
+        dashboard_socket=serve.default_dashboard_socket(config),
+        token_file=serve.default_token_file(config),
+    )
+
+    def run() -> None:
+        try:
+            serve.run(config, options, _serve_hive_factory(config), lambda _: ready.set(), stop)
+        except BaseException as exc:
+            failure.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=run, name="demo-serve", daemon=True)
+    thread.start()
+    ready.wait(60)
+    if failure or not ready.is_set():
+        raise HivegenError(
+            f"the demo's server did not start: {failure[0] if failure else 'timeout'}"
+        )
+    manager_socket = config.runtime_dir(config.agent(config.hive.manager)) / "hive.sock"
+
+    def ask_as_manager(method: str, url: str, body: object = None) -> Any:
+        data = f" -d {shlex.quote(json.dumps(body))}" if body is not None else ""
+        print(f"$ curl --unix-socket /run/hive/hive.sock http://hive{url}{data}")
+        print(f"# (inside {config.hive.manager}; here its socket is {manager_socket})")
+        answer = ask(manager_socket, method, url, body)
+        print(terminal(answer.body.decode(errors="replace")).rstrip(), flush=True)
+        if answer.status >= 300:
+            raise HivegenError(f"the demo's request was refused (HTTP {answer.status})")
+        return answer.json()
+
+    try:
+        yield ask_as_manager
+    finally:
+        stop.set()
+        thread.join(30)
 
 
 def _print_table(header: list[str], rows: Sequence[Sequence[object]]) -> None:

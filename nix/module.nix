@@ -116,8 +116,11 @@ let
   } sections;
 
   state = cfg.settings.hive.state_root;
+  # The socket named, not derived: hivegen's default sits beside the runtime root, which
+  # is /run/hivegen only while runtime_root is directly under /run.
   serveArgs =
-    lib.optionals (cfg.serve.listen != null) [ "--listen" cfg.serve.listen ]
+    [ "--socket" "/run/hivegen/dashboard.sock" ]
+    ++ lib.optionals (cfg.serve.listen != null) [ "--listen" cfg.serve.listen ]
     ++ lib.concatMap (host: [ "--allow-host" host ]) cfg.serve.allowedHosts;
   # hivegen/layout.py's TOP_DIRS: credentials are never readable by others.
   stateDirs = {
@@ -258,9 +261,7 @@ in
         # hivegen sends READY=1 to $NOTIFY_SOCKET itself once it listens.
         Type = "notify";
         NotifyAccess = "main";
-        ExecStart =
-          "${lib.getExe cfg.package} serve"
-          + lib.optionalString (serveArgs != [ ]) " ${lib.escapeShellArgs serveArgs}";
+        ExecStart = "${lib.getExe cfg.package} serve ${lib.escapeShellArgs serveArgs}";
         Restart = "on-failure";
         RestartSec = "2s";
         # /run/hivegen, root's alone: where the dashboard's socket is.

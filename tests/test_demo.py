@@ -23,6 +23,17 @@ def test_demo_builds_a_running_hive_and_teaches_the_commands(
     config = target / "hive.toml"
     for step in ("init", "spawn hm1nd", "spawn alice", "spawn bob", "status"):
         assert f"$ hivegen --config {config} {step}\n" in out
+    # The manager proposes through its socket (hivegen serve runs meanwhile) and sees
+    # the operator's decision there.
+    asked = out.split("through its socket:\n", 1)[1]
+    assert asked.startswith(
+        '$ curl --unix-socket /run/hive/hive.sock http://hive/propose -d \'{"agent": "alice"}\'\n'
+    )
+    assert '"subject": "alice greets the operator"' in asked
+    seen = out.split("the manager sees the decision", 1)[1].split("\n\n", 1)[0]
+    assert "http://hive/proposals/1\n" in seen
+    assert '"status": "deployed"' in seen
+    assert not (target / "host/run/hyperhive/manager/hive.sock").exists()  # server stopped
     # A good proposal is deployed, a broken one rolled back with nix's error kept.
     assert "alice: deployed " in out
     assert " as deployed/1\n" in out

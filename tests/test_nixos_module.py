@@ -329,7 +329,7 @@ def test_the_serve_unit() -> None:
     assert unit["serviceConfig"] == {
         "Type": "notify",
         "NotifyAccess": "main",
-        "ExecStart": f"{PACKAGE_OUT}/bin/hivegen serve",
+        "ExecStart": f"{PACKAGE_OUT}/bin/hivegen serve --socket /run/hivegen/dashboard.sock",
         "Restart": "on-failure",
         "RestartSec": "2s",
         "RuntimeDirectory": "hivegen",
@@ -338,12 +338,15 @@ def test_the_serve_unit() -> None:
     tcp = {"enable": True, "listen": "127.0.0.1:7000", "allowedHosts": ["hive.example"]}
     unit = summary(hivegen_config({}, service={"serve": tcp}))["serve"]
     assert unit["serviceConfig"]["ExecStart"] == (
-        f"{PACKAGE_OUT}/bin/hivegen serve --listen 127.0.0.1:7000 --allow-host hive.example"
+        f"{PACKAGE_OUT}/bin/hivegen serve --socket /run/hivegen/dashboard.sock "
+        "--listen 127.0.0.1:7000 --allow-host hive.example"
     )
     # Shell-quoted: a value is one argument.
     odd = {"enable": True, "allowedHosts": ["a b", "c"]}
     unit = summary(hivegen_config({}, service={"serve": odd}))["serve"]
-    assert unit["serviceConfig"]["ExecStart"].endswith("serve --allow-host 'a b' --allow-host c")
+    assert unit["serviceConfig"]["ExecStart"].endswith(
+        "dashboard.sock --allow-host 'a b' --allow-host c"
+    )
 
 
 def test_state_dirs_package_and_disabled() -> None:

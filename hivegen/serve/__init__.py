@@ -17,6 +17,7 @@ This module stays light: aiohttp is imported only by `run()`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -100,8 +101,10 @@ def run(
     options: ServeOptions,
     make_hive: HiveFactory,
     on_ready: Callable[[Ready], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> Stopped:
-    """Serve until SIGTERM or SIGINT; raises HivegenError when it cannot start."""
+    """Serve until SIGTERM or SIGINT (in the main thread) or until `stop` is set; raises
+    HivegenError when it cannot start."""
     from hivegen.serve.server import serve_forever
 
-    return serve_forever(config, options, make_hive, on_ready)
+    return serve_forever(config, options, make_hive, on_ready, stop)

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -18,7 +19,17 @@ from aiohttp import web
 from hivegen import registry, safepath
 from hivegen.config import Config
 from hivegen.errors import HivegenError
-from hivegen.serve import HiveFactory, Ready, ServeOptions, Stopped, api, auth, dashboard, sockets
+from hivegen.serve import (
+    HiveFactory,
+    Listen,
+    Ready,
+    ServeOptions,
+    Stopped,
+    api,
+    auth,
+    dashboard,
+    sockets,
+)
 from hivegen.serve.context import Context
 
 log = logging.getLogger("hivegen.serve")
@@ -85,9 +96,9 @@ class AgentSockets:
             os.close(fd)
         spec = self.config.agent(name)
         app = api.make_app(api.Identity(name, spec.role), self.context)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        await web.SockSite(runner, bound.sock, shutdown_timeout=1.0).start()
+        await web.SockSite(runner, bound.sock).start()
         self.listening[name] = _AgentListener(bound, runner)
         log.info("listening for %s on %s", name, self.config.runtime_dir(spec) / "hive.sock")
 
@@ -131,11 +142,51 @@ def _dashboard_socket(path: Path) -> sockets.Bound:
         os.close(fd)
 
 
+async def _start_dashboards(
+    context: Context, options: ServeOptions, runners: list[web.AppRunner]
+) -> str | None:
+    """The root-only socket's dashboard, and the TCP one if asked for (its URL)."""
+    guard_unix = auth.Guard(token=None, extra_hosts=options.allowed_hosts)
+    local = web.AppRunner(
+        dashboard.make_app(context, guard_unix),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=1.0,
+    )
+    await local.setup()
+    runners.append(local)
+    bound = _dashboard_socket(options.dashboard_socket)
+    await web.SockSite(local, bound.sock).start()
+    if options.listen is None:
+        return None
+    token = auth.load_or_make_token(options.token_file)
+    hosts = (*options.allowed_hosts, options.listen.host)
+    tcp = web.AppRunner(
+        dashboard.make_app(context, auth.Guard(token=token, extra_hosts=hosts)),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=1.0,
+    )
+    await tcp.setup()
+    runners.append(tcp)
+    site = web.TCPSite(tcp, options.listen.host, options.listen.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise HivegenError(
+            f"cannot listen on {options.listen.url}: {exc.strerror}",
+            hint="choose another --listen address or port",
+        ) from exc
+    port = tcp.addresses[0][1]  # the one picked, for port 0
+    return Listen(options.listen.host, port).url
+
+
 async def _serve(
     config: Config,
     options: ServeOptions,
     make_hive: HiveFactory,
     on_ready: Callable[[Ready], None] | None,
+    stop_event: threading.Event | None,
 ) -> Stopped:
     loop = asyncio.get_running_loop()
     stopped: asyncio.Future[Stopped] = loop.create_future()
@@ -144,41 +195,14 @@ async def _serve(
         if not stopped.done():
             stopped.set_result(why)
 
-    loop.add_signal_handler(signal.SIGTERM, stop, Stopped.TERMINATED)
-    loop.add_signal_handler(signal.SIGINT, stop, Stopped.INTERRUPTED)
+    if threading.current_thread() is threading.main_thread():
+        loop.add_signal_handler(signal.SIGTERM, stop, Stopped.TERMINATED)
+        loop.add_signal_handler(signal.SIGINT, stop, Stopped.INTERRUPTED)
     context = Context(config, make_hive)
     runners: list[web.AppRunner] = []
     agents = AgentSockets(config, context)
     try:
-        guard_unix = auth.Guard(token=None, extra_hosts=options.allowed_hosts)
-        local = web.AppRunner(
-            dashboard.make_app(context, guard_unix), access_log=None, handle_signals=False
-        )
-        await local.setup()
-        runners.append(local)
-        bound = _dashboard_socket(options.dashboard_socket)
-        await web.SockSite(local, bound.sock, shutdown_timeout=1.0).start()
-        url = None
-        if options.listen is not None:
-            token = auth.load_or_make_token(options.token_file)
-            hosts = (*options.allowed_hosts, options.listen.host)
-            tcp = web.AppRunner(
-                dashboard.make_app(context, auth.Guard(token=token, extra_hosts=hosts)),
-                access_log=None,
-                handle_signals=False,
-            )
-            await tcp.setup()
-            runners.append(tcp)
-            site = web.TCPSite(tcp, options.listen.host, options.listen.port, shutdown_timeout=1.0)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise HivegenError(
-                    f"cannot listen on {options.listen.url}: {exc.strerror}",
-                    hint="choose another --listen address or port",
-                ) from exc
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            url = f"http://{options.listen.host}:{port}/"
+        url = await _start_dashboards(context, options, runners)
         await agents.refresh()
         if on_ready is not None:
             on_ready(
@@ -193,6 +217,8 @@ async def _serve(
         while not stopped.done():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(stopped), options.poll_interval)
+            if stop_event is not None and stop_event.is_set():
+                stop(Stopped.TERMINATED)
             if not stopped.done():
                 try:
                     await agents.refresh()
@@ -213,5 +239,6 @@ def serve_forever(
     options: ServeOptions,
     make_hive: HiveFactory,
     on_ready: Callable[[Ready], None] | None = None,
+    stop_event: threading.Event | None = None,
 ) -> Stopped:
-    return asyncio.run(_serve(config, options, make_hive, on_ready))
+    return asyncio.run(_serve(config, options, make_hive, on_ready, stop_event))
