@@ -388,6 +388,26 @@ def _add_lifecycle_commands(sub: Any) -> None:
         "address (repeatable)",
     )
     serve.set_defaults(handler=_cmd_serve)
+    mcp = sub.add_parser(
+        "mcp",
+        help="the socket's requests as MCP tools, over stdio (inside a container)",
+        allow_abbrev=False,
+        formatter_class=_Formatter,
+        description="An MCP server on stdin/stdout for an agent that speaks MCP: each tool\n"
+        "call is one request to the container's hivegen socket, so the server decides\n"
+        "as for curl. The tools are those the socket takes: every agent gets\n"
+        "hive_status, hive_proposals and hive_proposal (which can wait for a decision);\n"
+        "the manager also hive_propose, hive_request_spawn and hive_spawn_requests.",
+        epilog='example (an MCP client\'s config):\n  {"command": "hivegen", "args": ["mcp"]}',
+    )
+    mcp.add_argument(
+        "--socket",
+        metavar="PATH",
+        type=Path,
+        default=Path("/run/hive/hive.sock"),
+        help="the socket to forward to (default: /run/hive/hive.sock)",
+    )
+    mcp.set_defaults(handler=_cmd_mcp)
     demo = sub.add_parser(
         "demo",
         help="build a throwaway demo hive and show each step",
@@ -888,6 +908,35 @@ def _serve_hive_factory(config: Any) -> Any:
         )
 
     return make_hive
+
+
+def _cmd_mcp(args: argparse.Namespace) -> int:
+    from hivegen.serve.mcp import McpServer, parse
+
+    server = McpServer(args.socket)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        message = parse(line)
+        if message is None:
+            reply: dict[str, object] | None = {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {"code": -32700, "message": "not a JSON-RPC message"},
+            }
+        else:
+            try:
+                reply = server.handle(message)
+            except OSError as exc:
+                reply = {
+                    "jsonrpc": "2.0",
+                    "id": message.get("id"),
+                    "error": {"code": -32603, "message": f"cannot reach {args.socket}: {exc}"},
+                }
+        if reply is not None:
+            sys.stdout.write(json.dumps(reply) + "\n")
+            sys.stdout.flush()
+    return ExitCode.OK
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

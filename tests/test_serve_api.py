@@ -275,3 +275,70 @@ def test_sockets_modes_and_a_clean_stop(config: Path) -> None:
         assert not sock(config, name).exists()
     assert not dashboard.exists()
     assert "stopped (terminated)" in server.lines[-1]
+
+
+def mcp_session(socket: Path, messages: list[dict[str, object]]) -> list[dict[str, object]]:
+    """`hivegen mcp --socket SOCKET` fed `messages` (one per line); its replies."""
+    lines = "".join(json.dumps(m) + "\n" for m in messages) + "not json\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "hivegen", "mcp", "--socket", str(socket)],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_mcp_forwards_each_tool_call_to_the_socket(config: Path, server: Server) -> None:
+    commit(config, "alice")
+    call = {"jsonrpc": "2.0", "method": "tools/call"}
+    replies = mcp_session(
+        sock(config, "hm1nd"),
+        [
+            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+            {**call, "id": 3, "params": {"name": "hive_propose", "arguments": {"agent": "alice"}}},
+            {**call, "id": 4, "params": {"name": "hive_propose", "arguments": {"who": "x"}}},
+            {**call, "id": 5, "params": {"name": "hive_proposal", "arguments": {"id": 1}}},
+        ],
+    )
+    assert [r.get("id") for r in replies] == [1, 2, 3, 4, 5, None]
+    assert replies[0]["result"]["serverInfo"]["name"] == "hivegen"  # type: ignore[index]
+    names = [t["name"] for t in replies[1]["result"]["tools"]]  # type: ignore[index]
+    assert names == [
+        "hive_status",
+        "hive_proposals",
+        "hive_proposal",
+        "hive_propose",
+        "hive_request_spawn",
+        "hive_spawn_requests",
+    ]
+    made = replies[2]["result"]
+    assert isinstance(made, dict)
+    assert made["isError"] is False
+    assert json.loads(made["content"][0]["text"])["status"] == "pending"
+    assert replies[3]["error"] == {"code": -32602, "message": "unknown argument 'who'"}
+    assert json.loads(replies[4]["result"]["content"][0]["text"])["agent"] == "alice"  # type: ignore[index]
+    assert replies[5]["error"]["code"] == -32700  # type: ignore[index]
+    assert json.loads(hivegen(config, "pending", "--json").stdout)[0]["agent"] == "alice"
+
+    # A sub-agent is offered only what its socket takes, and asking for more is refused
+    # by the server, not only by the tool list.
+    alice = mcp_session(
+        sock(config, "alice"),
+        [
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            {**call, "id": 2, "params": {"name": "hive_propose", "arguments": {"agent": "bob"}}},
+            {**call, "id": 3, "params": {"name": "hive_status", "arguments": {"agent": "bob"}}},
+        ],
+    )
+    listed = [t["name"] for t in alice[0]["result"]["tools"]]  # type: ignore[index]
+    assert listed == ["hive_status", "hive_proposals", "hive_proposal"]
+    assert alice[1]["error"]["message"] == "no tool 'hive_propose' on this socket"  # type: ignore[index]
+    refused = alice[2]["result"]
+    assert isinstance(refused, dict)
+    assert refused["isError"] is True
+    assert "alice may only see its own status" in refused["content"][0]["text"]

@@ -101,6 +101,11 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except HivegenError as exc:
         log.warning("request from %s failed: %s", identity.agent, terminal_line(exc.message))
         return refuse(409, exc.message, exc.hint)
+    except Exception:  # a bug must not kill the server, nor show the container a trace
+        log.exception(
+            "request from %s: %s %s crashed", identity.agent, request.method, request.path
+        )
+        return refuse(500, "internal error (the operator finds it in hivegen serve's log)")
 
 
 async def _body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
