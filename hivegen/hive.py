@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from hivegen import desired, fsutil, notes, nspawn, registry, safepath
+from hivegen import builtfrom, desired, fsutil, notes, nspawn, registry, safepath
 from hivegen import status as status_mod
 from hivegen.config import Config
 from hivegen.containers import ActiveState, Host, UnitState
 from hivegen.desired import Desired
 from hivegen.errors import HivegenError, UsageError
 from hivegen.layout import TOP_DIRS
-from hivegen.meta import Meta, SyncPlan, SyncResult, UpdateResult, input_name
+from hivegen.meta import Meta, SyncPlan, SyncResult, UpdateResult, input_name, read_lock
 from hivegen.names import AgentSpec
 from hivegen.repos import git_for, seed
 from hivegen.spawnrequests import RequestState, SpawnRequests
@@ -243,6 +243,8 @@ class Hive:
         deployed = registry.deployed(self.layout.applied(spec.name) / ".git")
         if system is not None and deployed.tag is not None:
             fsutil.write_atomic(self._system_record(spec), f"{deployed.tag} {system}\n")
+            # The lock on disk is the one this system was just built from.
+            builtfrom.record(self.layout, spec.name, read_lock(self.layout.meta))
 
     def recorded_system(self, spec: AgentSpec) -> tuple[str, Path] | None:
         """(deployed tag, system) as last recorded, or None (none recorded yet)."""

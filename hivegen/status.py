@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from hivegen import desired, registry
+from hivegen import builtfrom, desired, registry
 from hivegen.config import Limits
 from hivegen.containers import ActiveState, UnitState
 from hivegen.desired import Desired
+from hivegen.meta import read_lock
 from hivegen.names import AGENT_PREFIX, Role
 from hivegen.store import Store
 
@@ -48,6 +49,13 @@ class AgentStatus:
     # What the operator last asked for (spawn/start: running, stop: stopped); None when
     # nothing is recorded, as for a foreign container.
     desired: Desired | None = None
+    # Inputs locked differently now than when its system was built (empty: up to date;
+    # None: nothing recorded to compare, as for a hive from before or a foreign one).
+    stale_inputs: tuple[str, ...] | None = None
+
+    @property
+    def needs_rebuild(self) -> bool | None:
+        return None if self.stale_inputs is None else bool(self.stale_inputs)
 
 
 def collect(hive: Hive) -> list[AgentStatus]:
@@ -60,6 +68,7 @@ def collect(hive: Hive) -> list[AgentStatus]:
     live = [s.container for s in specs if s.name in scan.registered and s.container in containers]
     states = hive.host.unit_states([*live, *foreign])
     pending = Store(hive.layout.database).pending_counts()
+    lock = read_lock(hive.layout.meta)
     result = []
     for spec in specs:
         deployed = registry.deployed(hive.layout.applied(spec.name) / ".git")
@@ -91,6 +100,7 @@ def collect(hive: Hive) -> list[AgentStatus]:
                 main_pid=unit.main_pid if unit else 0,
                 pending=pending.get(spec.name, 0),
                 desired=desired.read(hive.layout, spec.name),
+                stale_inputs=_stale(hive, spec.name, lock, scan),
             )
         )
     for container in foreign:
@@ -111,6 +121,15 @@ def collect(hive: Hive) -> list[AgentStatus]:
     return result
 
 
+def _stale(
+    hive: Hive, name: str, lock: dict[str, Any] | None, scan: registry.Registry
+) -> tuple[str, ...] | None:
+    if name not in scan.registered:
+        return None  # a tombstone runs nothing
+    stale = builtfrom.stale_inputs(hive.layout, name, lock)
+    return None if stale is None else tuple(stale)
+
+
 def status_json(s: AgentStatus) -> dict[str, object]:
     """The `--json` shape of one agent's status (CLI and `hivegen serve` alike)."""
     return {
@@ -124,6 +143,8 @@ def status_json(s: AgentStatus) -> dict[str, object]:
         "main_pid": s.main_pid,
         "pending": s.pending,
         "desired": str(s.desired) if s.desired else None,
+        "needs_rebuild": s.needs_rebuild,
+        "stale_inputs": list(s.stale_inputs) if s.stale_inputs is not None else None,
         "limits": {"memory_max": s.limits.memory_max, "cpu_quota": s.limits.cpu_quota}
         if s.limits
         else None,
