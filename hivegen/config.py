@@ -51,6 +51,30 @@ class LimitOverrides:
 
 
 @dataclass(frozen=True, slots=True)
+class Health:
+    """When a started agent counts as up (health.py): its unit active for `settle`
+    seconds, and its web port accepting a TCP connection at `address` within
+    `port_timeout` seconds (0: the port is not checked)."""
+
+    settle: float = 3.0
+    port_timeout: float = 60.0
+    address: str = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthOverrides:
+    settle: float | None = None
+    port_timeout: float | None = None
+
+    def over(self, base: Health) -> Health:
+        return Health(
+            settle=base.settle if self.settle is None else self.settle,
+            port_timeout=base.port_timeout if self.port_timeout is None else self.port_timeout,
+            address=base.address,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class HiveSettings:
     state_root: Path = Path("/var/lib/hyperhive")
     hyperhive_flake: str = "git+https://example.org/hyperhive"
@@ -84,18 +108,28 @@ def _no_overrides() -> Mapping[str, LimitOverrides]:
     return MappingProxyType({})
 
 
+def _no_health_overrides() -> Mapping[str, HealthOverrides]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     hive: HiveSettings = field(default_factory=HiveSettings)
     host: HostSettings = field(default_factory=HostSettings)
     limits: Limits = field(default_factory=Limits)
     agent_limits: Mapping[str, LimitOverrides] = field(default_factory=_no_overrides)
+    health: Health = field(default_factory=Health)
+    agent_health: Mapping[str, HealthOverrides] = field(default_factory=_no_health_overrides)
     # Where it was read from; None when built from defaults alone.
     source: Path | None = None
 
     def limits_for(self, agent: str) -> Limits:
         override = self.agent_limits.get(agent)
         return override.over(self.limits) if override else self.limits
+
+    def health_for(self, agent: str) -> Health:
+        override = self.agent_health.get(agent)
+        return override.over(self.health) if override else self.health
 
     @property
     def layout(self) -> Layout:
@@ -188,7 +222,7 @@ class _Reader:
             raise self.fail(table, key, str(exc)) from None
 
     def config(self, data: Mapping[str, Any]) -> Config:
-        self.no_unknown(data, "", {"hive", "host", "limits", "agents"})
+        self.no_unknown(data, "", {"hive", "host", "limits", "health", "agents"})
         hive = self.hive(self.table(data, "", "hive"))
         host = self.host(self.table(data, "", "host"))
         limits_table = self.table(data, "", "limits")
@@ -198,8 +232,10 @@ class _Reader:
             memory_max=self.get(limits_table, "limits", "memory_max", defaults.memory_max, _memory),
             cpu_quota=self.get(limits_table, "limits", "cpu_quota", defaults.cpu_quota, _cpu),
         )
+        health = self.health(self.table(data, "", "health"))
         agents = self.table(data, "", "agents")
         overrides: dict[str, LimitOverrides] = {}
+        health_overrides: dict[str, HealthOverrides] = {}
         for name in sorted(agents):
             try:
                 names.validate_agent_name(name, hive.manager)
@@ -207,17 +243,32 @@ class _Reader:
                 raise self.fail("agents", name, exc.message) from None
             table = f"agents.{name}"
             entry = self.table(agents, "agents", name)
-            self.no_unknown(entry, table, {"memory_max", "cpu_quota"})
+            self.no_unknown(entry, table, AGENT_KEYS)
             overrides[name] = LimitOverrides(
                 memory_max=self.get(entry, table, "memory_max", None, _memory),
                 cpu_quota=self.get(entry, table, "cpu_quota", None, _cpu),
+            )
+            health_overrides[name] = HealthOverrides(
+                settle=self.get(entry, table, "health_settle", None, _seconds),
+                port_timeout=self.get(entry, table, "health_port_timeout", None, _seconds),
             )
         return Config(
             hive=hive,
             host=host,
             limits=limits,
             agent_limits=MappingProxyType(overrides),
+            health=health,
+            agent_health=MappingProxyType(health_overrides),
             source=self.path,
+        )
+
+    def health(self, data: Mapping[str, Any]) -> Health:
+        d = Health()
+        self.no_unknown(data, "health", set(Health.__dataclass_fields__))
+        return Health(
+            settle=self.get(data, "health", "settle", d.settle, _seconds),
+            port_timeout=self.get(data, "health", "port_timeout", d.port_timeout, _seconds),
+            address=self.get(data, "health", "address", d.address, _ip_address),
         )
 
     def hive(self, data: Mapping[str, Any]) -> HiveSettings:
@@ -252,6 +303,11 @@ class _Reader:
             runtime=self.get(data, "host", "runtime", d.runtime, _runtime),
             simulated_root=self.get(data, "host", "simulated_root", d.simulated_root, _safe_path),
         )
+
+
+AGENT_KEYS = {"memory_max", "cpu_quota", "health_settle", "health_port_timeout"}
+# A health wait longer than this is a mistake (a unit that takes more is not healthy).
+MAX_HEALTH_SECONDS = 3600
 
 
 class _Invalid(Exception):
@@ -351,3 +407,21 @@ def _cpu(value: object) -> str:
     if not _CPU.match(text):
         raise _Invalid(f"{text!r} is not a CPU quota: must be {CPU_RULE}")
     return text
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"must be a number of seconds, not {_toml_type(value)}")
+    if not 0 <= value <= MAX_HEALTH_SECONDS:
+        raise _Invalid(f"{value} is out of range 0-{MAX_HEALTH_SECONDS} seconds")
+    return float(value)
+
+
+def _ip_address(value: object) -> str:
+    import ipaddress
+
+    text = _string(value)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise _Invalid(f"{text!r} is not an IP address (like 127.0.0.1 or ::1)") from None
