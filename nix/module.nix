@@ -3,8 +3,9 @@
 # `settings` is hive.toml, key for key (see README.md, "Configuration"): every key hivegen
 # reads is an option here with hivegen's own default, and a key hivegen does not know is
 # an evaluation error, as it is hivegen's loader error. The file is rendered in Nix
-# (lib.generators.toINI with JSON-quoted values, which TOML reads as basic strings), so
-# its text is known at evaluation time and needs no build step.
+# (lib.generators.toINI with builtins.toJSON values: TOML reads the strings as basic
+# strings and the numbers as numbers, see `seconds` for floats), so its text is known at
+# evaluation time and needs no build step.
 { config, lib, ... }:
 
 let
@@ -37,6 +38,49 @@ let
   gitName = rule "git name (not blank, no < or >)" "([^[:cntrl:]<>]|[\t\n\r])*"
     (s: builtins.match "[[:space:]]*" s == null);
   gitEmail = rule "git email (no spaces, < or >)" "[^[:space:][:cntrl:]<>]+" anyString;
+  # [health]: hivegen/config.py's _seconds, an integer or float from 0 to
+  # MAX_HEALTH_SECONDS. The file is rendered with builtins.toJSON, which in Nix 2.8 prints
+  # a float with 6 significant digits (0.123456789 as 0.123457, 3.0 as 3): a float that
+  # would not be read back as the same number is refused here rather than changed.
+  # Known gap: hivegen takes any float in range, so with such a Nix the module is stricter
+  # for floats of more than 6 significant digits (a Nix that prints floats exactly takes
+  # them all).
+  maxHealthSeconds = 3600;
+  seconds =
+    types.addCheck (types.numbers.between 0 maxHealthSeconds) (
+      x: builtins.fromJSON (builtins.toJSON x) == x
+    )
+    // {
+      description = "number of seconds from 0 to ${toString maxHealthSeconds} (an integer, or a float that renders exactly: at most 6 significant digits with Nix 2.8)";
+    };
+  # hivegen/config.py's _ip_address, Python's ipaddress.ip_address: IPv4 as four decimal
+  # octets without leading zeros, IPv6 by RFC 3986's grammar (one "::" standing for at
+  # least one group, an IPv4 tail only at the end), which is what ipaddress accepts
+  # (checked against it by tests/test_nixos_module.py's SAMPLES).
+  # hivegen normalises what it reads ("FE80:0::1" is fe80::1); the file keeps it as given.
+  # Known gap: Python takes any scope ID without % or / (fe80::1%eth0); this one must also
+  # have no ASCII space or control character (no interface name has one), so the module is
+  # the stricter of the two there.
+  decOctet = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+  ipv4 = "${decOctet}([.]${decOctet}){3}";
+  h16 = "[0-9A-Fa-f]{1,4}";
+  ls32 = "(${h16}:${h16}|${ipv4})";
+  # n( h16 ":" ), and [ *n( h16 ":" ) h16 ] of RFC 3986.
+  groups = n: "(${h16}:){${toString n}}";
+  upTo = n: if n == 0 then "(${h16})?" else "((${h16}:){0,${toString n}}${h16})?";
+  ipv6 = lib.concatStringsSep "|" [
+    "${groups 6}${ls32}"
+    "::${groups 5}${ls32}"
+    "${upTo 0}::${groups 4}${ls32}"
+    "${upTo 1}::${groups 3}${ls32}"
+    "${upTo 2}::${groups 2}${ls32}"
+    "${upTo 3}::${h16}:${ls32}"
+    "${upTo 4}::${ls32}"
+    "${upTo 5}::${h16}"
+    "${upTo 6}::"
+  ];
+  ipAddress = rule "IP address (IPv4 like 127.0.0.1 or IPv6 like ::1)"
+    "${ipv4}|(${ipv6})(%[^%/[:space:][:cntrl:]]+)?" anyString;
   validAgentName =
     name: name == cfg.settings.hive.manager || builtins.match "[a-z][a-z0-9-]{0,8}" name != null;
 
@@ -51,6 +95,16 @@ let
     cpu_quota =
       option (if nullable then types.nullOr cpu else cpu) (if nullable then null else "50%")
         "systemd CPUQuota= of the container";
+  };
+
+  # [agents.<n>]: what hivegen/config.py's AGENT_KEYS holds besides the limits.
+  agentHealthOptions = {
+    health_settle =
+      option (types.nullOr seconds) null
+        "This agent's [health] settle (null: the hive's).";
+    health_port_timeout =
+      option (types.nullOr seconds) null
+        "This agent's [health] port_timeout (null: the hive's).";
   };
 
   settingsType = types.submodule {
@@ -94,21 +148,34 @@ let
         description = "Default limits of every container.";
         type = types.submodule { options = limitsOptions false; };
       };
+      health = mkOption {
+        default = { };
+        description = "When a started agent counts as up.";
+        type = types.submodule {
+          options = {
+            settle = option seconds 3 "Seconds the agent's unit must stay active after a start.";
+            port_timeout =
+              option seconds 60
+                "Seconds for the agent's web port to accept a TCP connection at address (0: not checked).";
+            address = option ipAddress "127.0.0.1" "Where the agents' web ports are checked.";
+          };
+        };
+      };
       agents = mkOption {
         default = { };
-        description = "Per-agent limit overrides, by agent name.";
-        type = types.attrsOf (types.submodule { options = limitsOptions true; });
+        description = "Per-agent limit and health overrides, by agent name.";
+        type = types.attrsOf (types.submodule { options = limitsOptions true // agentHealthOptions; });
       };
     };
   };
 
-  # [agents.<n>] holds only the limits that are set: null means "the hive's default".
+  # [agents.<n>] holds only the keys that are set: null means "the hive's default".
   sections =
     {
-      inherit (cfg.settings) hive host limits;
+      inherit (cfg.settings) hive host limits health;
     }
     // lib.mapAttrs' (
-      name: limits: lib.nameValuePair "agents.${name}" (lib.filterAttrs (_: v: v != null) limits)
+      name: entry: lib.nameValuePair "agents.${name}" (lib.filterAttrs (_: v: v != null) entry)
     ) cfg.settings.agents;
 
   hiveToml = lib.generators.toINI {

@@ -17,7 +17,15 @@ from typing import Any
 
 import pytest
 
-from hivegen.config import Config, HiveSettings, HostSettings, Limits, parse_config
+from hivegen.config import (
+    AGENT_KEYS,
+    Config,
+    Health,
+    HiveSettings,
+    HostSettings,
+    Limits,
+    parse_config,
+)
 from hivegen.errors import ConfigError
 from hivegen.layout import TOP_DIRS
 
@@ -99,10 +107,11 @@ def test_defaults_are_hivegens_defaults() -> None:
     text = summary(hivegen_config({}))["hiveToml"]
     data = tomllib.loads(text)
     # Every key hive.toml has, written out, and nothing else.
-    assert set(data) == {"hive", "host", "limits"}
+    assert set(data) == {"hive", "host", "limits", "health"}
     assert set(data["hive"]) == {f.name for f in dataclasses.fields(HiveSettings)}
     assert set(data["host"]) == {f.name for f in dataclasses.fields(HostSettings)}
     assert set(data["limits"]) == {f.name for f in dataclasses.fields(Limits)}
+    assert set(data["health"]) == {f.name for f in dataclasses.fields(Health)}
     assert without_source(loaded(text)) == Config()
 
 
@@ -126,23 +135,34 @@ EVERY_KEY: dict[str, dict[str, Any]] = {
         "simulated_root": "/var/lib/sim-x",
     },
     "limits": {"memory_max": "4G", "cpu_quota": "150%"},
+    "health": {"settle": 0.5, "port_timeout": 0, "address": "::1"},
 }
 
 
 def test_every_key_round_trips_through_the_module() -> None:
-    for table, cls in (("hive", HiveSettings), ("host", HostSettings), ("limits", Limits)):
+    tables = (
+        ("hive", HiveSettings),
+        ("host", HostSettings),
+        ("limits", Limits),
+        ("health", Health),
+    )
+    for table, cls in tables:
         # A key added to hivegen and not here (or to the module) fails this test.
         assert set(EVERY_KEY[table]) == {f.name for f in dataclasses.fields(cls)}, table
-    settings = {
-        **EVERY_KEY,
-        "agents": {
-            "alice": {"memory_max": "8G", "cpu_quota": "300%"},
-            "bob": {"cpu_quota": "20%"},
-            "boss": {"memory_max": "1G"},
+    agents: dict[str, dict[str, Any]] = {
+        "alice": {
+            "memory_max": "8G",
+            "cpu_quota": "300%",
+            "health_settle": 10,
+            "health_port_timeout": 2.5,
         },
+        "bob": {"cpu_quota": "20%", "health_port_timeout": 0},
+        "boss": {"memory_max": "1G"},
     }
+    assert set().union(*agents.values()) == AGENT_KEYS
+    settings = {**EVERY_KEY, "agents": agents}
     text = summary(hivegen_config(settings))["hiveToml"]
-    # Null limits are left out: bob keeps the hive's memory_max.
+    # Null keys are left out: bob keeps the hive's memory_max and settle.
     assert tomllib.loads(text) == settings
     config = loaded(text)
     assert dataclasses.asdict(config.hive) == {
@@ -152,6 +172,40 @@ def test_every_key_round_trips_through_the_module() -> None:
     assert str(config.host.runtime) == "simulated"
     assert config.limits_for("bob") == Limits(memory_max="4G", cpu_quota="20%")
     assert config.limits_for("alice") == Limits(memory_max="8G", cpu_quota="300%")
+    assert config.health == Health(settle=0.5, port_timeout=0.0, address="::1")
+    assert config.health_for("alice") == Health(settle=10.0, port_timeout=2.5, address="::1")
+    assert config.health_for("bob") == Health(settle=0.5, port_timeout=0.0, address="::1")
+    assert config.health_for("boss") == config.health
+
+
+def test_health_values_load_back_as_the_module_holds_them() -> None:
+    """Nix 2.8's builtins.toJSON prints a float with 6 significant digits: a float the
+    file could not hold exactly is refused, never rendered as another number."""
+    floats = [0.1, 0.25, 2.75, 1234.5, 3599.99, 1e-07, 0.123456789, 1234.5678901]
+    configs = [hivegen_config({"health": {"settle": x, "port_timeout": x}}) for x in floats]
+    accepted = nix_eval(configs, accepts=True)
+    for x, ok, config in zip(floats, accepted, configs, strict=True):
+        if ok:
+            health = loaded(summary(config)["hiveToml"]).health
+            assert (health.settle, health.port_timeout) == (x, x)
+        else:
+            # The documented gap: only a float of more than 6 significant digits.
+            assert len(repr(x).replace(".", "").strip("0")) > 6, x
+            assert _hivegen_accepts({"health": {"settle": x}})
+    assert accepted[:6] == [True] * 6
+    # The address is written as given and normalised by hivegen's loader.
+    text = summary(hivegen_config({"health": {"address": "FE80:0::1%eth0"}}))["hiveToml"]
+    assert tomllib.loads(text)["health"]["address"] == "FE80:0::1%eth0"
+    assert loaded(text).health.address == "fe80::1%eth0"
+
+
+def test_the_address_scope_gap_leaves_the_module_stricter() -> None:
+    """Python's ipaddress takes any scope ID without % or /; the module also refuses an
+    ASCII space or control character in one (no interface name has one)."""
+    odd = ["fe80::1%a b", "fe80::1% ", "fe80::1%a\tb"]
+    configs = [hivegen_config({"health": {"address": a}}) for a in odd]
+    assert nix_eval(configs, accepts=True) == [False] * len(odd)
+    assert all(_hivegen_accepts({"health": {"address": a}}) for a in odd)
 
 
 def test_an_unknown_key_fails_evaluation_as_it_fails_hivegen() -> None:
@@ -233,6 +287,75 @@ SAMPLES: list[tuple[str, str, Any]] = [
     ("agents", "Alice.memory_max", "4G"),
     ("agents", "abcdefghij.memory_max", "4G"),
     ("agents", "alice.swap", "4G"),
+    ("health", "settle", 0),
+    ("health", "settle", 3),
+    ("health", "settle", 0.5),
+    ("health", "settle", 2.75),
+    ("health", "settle", 1e-07),
+    ("health", "settle", 3600),
+    ("health", "settle", 3600.0),
+    ("health", "settle", -1),
+    ("health", "settle", -0.5),
+    ("health", "settle", 3600.5),
+    ("health", "settle", 3601),
+    ("health", "settle", 1e9),
+    ("health", "settle", True),
+    ("health", "settle", False),
+    ("health", "settle", "3"),
+    ("health", "settle", [3]),
+    ("health", "port_timeout", 0),
+    ("health", "port_timeout", 60),
+    ("health", "port_timeout", 0.25),
+    ("health", "port_timeout", -1),
+    ("health", "port_timeout", 3601),
+    ("health", "port_timeout", True),
+    ("health", "port_timeout", "60"),
+    ("health", "address", "127.0.0.1"),
+    ("health", "address", "::1"),
+    ("health", "address", "0.10.100.0"),
+    ("health", "address", "255.255.255.255"),
+    ("health", "address", "::"),
+    ("health", "address", "2001:DB8::1"),
+    ("health", "address", "0001:2:3:4:5:6:7:8"),
+    ("health", "address", "1:2:3:4:5:6:7::"),
+    ("health", "address", "::2:3:4:5:6:7:8"),
+    ("health", "address", "::ffff:192.0.2.1"),
+    ("health", "address", "1:2:3:4:5:6:1.2.3.4"),
+    ("health", "address", "fe80::1%eth0"),
+    ("health", "address", "fe80::1%2"),
+    ("health", "address", "not-an-ip"),
+    ("health", "address", "1.2.3"),
+    ("health", "address", ""),
+    ("health", "address", "localhost"),
+    ("health", "address", "256.0.0.1"),
+    ("health", "address", "01.2.3.4"),
+    ("health", "address", "1.2.3.4.5"),
+    ("health", "address", "127.0.0.1/8"),
+    ("health", "address", " 127.0.0.1"),
+    ("health", "address", "127.0.0.1%eth0"),
+    ("health", "address", "1:2:3:4:5:6:7:8:9"),
+    ("health", "address", "1:2:3:4:5:6:7"),
+    ("health", "address", "1::2::3"),
+    ("health", "address", ":::"),
+    ("health", "address", ":1:2:3:4:5:6:7"),
+    ("health", "address", "12345::"),
+    ("health", "address", "1:2:3:4:5:6:7:1.2.3.4"),
+    ("health", "address", "::1.2.3"),
+    ("health", "address", "1.2.3.4::"),
+    ("health", "address", "fe80::1%"),
+    ("health", "address", "fe80::1%a%b"),
+    ("health", "address", "fe80::1%a/b"),
+    ("health", "address", 127),
+    ("health", "address", True),
+    ("health", "timeout", 5),
+    ("agents", "alice.health_settle", 10),
+    ("agents", "alice.health_port_timeout", 0.5),
+    ("agents", "hm1nd.health_port_timeout", 0),
+    ("agents", "alice.health_settle", -1),
+    ("agents", "alice.health_port_timeout", 3601),
+    ("agents", "alice.health_settle", True),
+    ("agents", "alice.health_port_timeout", "60"),
+    ("agents", "alice.health_address", "::1"),
 ]
 
 
