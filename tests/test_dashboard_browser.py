@@ -71,23 +71,9 @@ class FormRefusedAsCrossSite(AssertionError):
     coming from another site (the page says "the form came from another site")."""
 
 
-# BUG in hivegen/serve (found by these tests): every form the browser posts is refused.
-# hivegen/serve/auth.py:46 sends `Referrer-Policy: no-referrer` on every page; under
-# that policy the Fetch standard makes a browser send `Origin: null` with a form POST,
-# even to the page's own origin (chromium 156 does: `Origin: null`, `Sec-Fetch-Site:
-# same-origin`). hivegen/serve/dashboard.py:114-116 refuses any Origin but
-# "http://HOST", so log in, log out, approve, deny, rollback, spawn and dismiss all end
-# on "refused: the form came from another site" (403). Fix: `Referrer-Policy:
-# same-origin` (a cross-site request still carries its real Origin or null, and stays
-# refused). With that one change, these tests pass. They are expected to fail *only* with
-# FormRefusedAsCrossSite (any other failure fails them), and strictly: once the bug is
-# fixed they pass, pytest reports XPASS(strict) as a failure, and this mark must go.
-FORMS_REFUSED_BUG = pytest.mark.xfail(
-    raises=FormRefusedAsCrossSite,
-    strict=True,
-    reason="hivegen/serve/auth.py: Referrer-Policy no-referrer makes the browser send "
-    "Origin: null, which dashboard.py refuses: no form can be posted from the browser",
-)
+# A browser sends `Origin: null` with a form POST when the page's Referrer-Policy is
+# no-referrer, even to the page's own origin: the dashboard once refused every form that
+# way (auth.py now sends same-origin). `submit` fails loudly if that ever comes back.
 
 
 def _browser_or_skip() -> None:
@@ -264,7 +250,7 @@ def submit(driver: webdriver.Chrome, button_id: str, *, confirm: str | None = No
     wait(driver).until(lambda d: d.execute_script("return document.readyState") == "complete")
     refused = driver.find_elements(By.ID, "error")
     if refused and "the form came from another site" in refused[0].text:
-        # See FORMS_REFUSED_BUG: the form was posted from the dashboard's own page.
+        # Posted from the dashboard's own page: never another site's (see above).
         raise FormRefusedAsCrossSite(
             f"#{button_id} on its own page was refused as cross-site: {refused[0].text!r}"
         )
@@ -303,7 +289,6 @@ def event_source_messages(events: list[dict[str, Any]], url: str) -> list[tuple[
 # -- the tests --------------------------------------------------------------------------
 
 
-@FORMS_REFUSED_BUG
 def test_login_and_logout(dashboard: Dashboard) -> None:
     driver = dashboard.driver
     driver.delete_all_cookies()
@@ -313,7 +298,7 @@ def test_login_and_logout(dashboard: Dashboard) -> None:
     assert not driver.find_elements(By.ID, "logout")
 
     driver.find_element(By.ID, "token").send_keys("not-the-token-" + "x" * 20)
-    submit(driver, "login")  # BUG (FORMS_REFUSED_BUG): refused here, before the token is read
+    submit(driver, "login")
     assert driver.find_element(By.ID, "error").text == "wrong token"
     assert driver.get_cookie(SESSION_COOKIE) is None
     driver.get(dashboard.url)
@@ -336,7 +321,6 @@ def test_login_and_logout(dashboard: Dashboard) -> None:
     assert (reply.status, reply.headers["Location"]) == (303, "/login")
 
 
-@FORMS_REFUSED_BUG
 def test_approve_streams_the_build_and_deploys(
     dashboard: Dashboard, driver: webdriver.Chrome
 ) -> None:
@@ -354,7 +338,7 @@ def test_approve_streams_the_build_and_deploys(
     assert "+" + GOOD.strip() in diff.splitlines()
 
     performance_log(driver)  # drained: what follows is the job page's
-    # BUG (FORMS_REFUSED_BUG): the approve is refused here.
+
     submit(driver, "approve", confirm=f"Build and deploy proposal {good} to alice?")
     assert re.fullmatch(rf"{re.escape(url)}jobs/\d+", driver.current_url), driver.current_url
     job_url = driver.current_url
@@ -391,13 +375,12 @@ def test_approve_streams_the_build_and_deploys(
     assert f"deployed/{good}" in cells(alice)[4]
 
 
-@FORMS_REFUSED_BUG
 def test_deny_with_a_note(dashboard: Dashboard, driver: webdriver.Chrome) -> None:
     url, denied = dashboard.url, dashboard.denied
     driver.get(f"{url}proposals/{denied}")
     assert driver.find_element(By.ID, "status").text == "pending"
     driver.find_element(By.ID, "note").send_keys(DENY_NOTE)
-    submit(driver, "deny")  # BUG (FORMS_REFUSED_BUG): the deny is refused here.
+    submit(driver, "deny")
     assert driver.current_url == f"{url}?notice=proposal+{denied}+denied"
     assert driver.find_element(By.ID, "notice").text == f"proposal {denied} denied"
     assert not driver.find_elements(By.CSS_SELECTOR, f'#pending tr[data-proposal="{denied}"]')
