@@ -76,8 +76,9 @@ def test_no_subprocess_outside_the_gateway() -> None:
 
 def test_library_never_prints_or_exits() -> None:
     offenders = []
+    cli = ROOT / "hivegen" / "cli"  # the command line prints; the library below it never
     for path in (ROOT / "hivegen").rglob("*.py"):
-        if path.name in {"cli.py", "__main__.py"} or "simhost" in path.parts:
+        if cli in path.parents or path.name == "__main__.py" or "simhost" in path.parts:
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             stripped = line.strip()

@@ -1,0 +1,62 @@
+"""Command-line front: parses, calls one library function, prints. Nothing below prints.
+
+The package's modules, by seam: `parser` (with `parser_proposals`, `parser_serve`)
+holds the grammar and help texts; `render_verbs`, `hive_verbs`, `agent_verbs`,
+`proposal_verbs`, `serve_verbs` and `demo_verb` run the verbs; `common` holds what they
+share. Names with a leading underscore are shared between these modules, not an API:
+the API is `main` (the console script) and `build_parser`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from hivegen.cli.common import (
+    PROG,
+    Handler,
+    _os_error,
+    _print_json,
+    _report,
+    _setup_logging,
+)
+from hivegen.cli.parser import build_parser
+from hivegen.errors import ExitCode, HivegenError
+
+# main and build_parser are the API; the helpers are here for the tests that call them.
+__all__ = ["_print_json", "_report", "_setup_logging", "build_parser", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # For the hive lock's record of who holds it.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    _setup_logging(args.verbose)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except HivegenError as error:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        _report(error)
+        return int(error.exit_code)
+    except BrokenPipeError:
+        # `hivegen render meta | head`: the reader left; not an error worth a traceback.
+        sys.stderr.close()
+        return int(ExitCode.OK)
+    except OSError as os_error:
+        # A full disk, a missing permission, an I/O error: one line naming the path.
+        # (After BrokenPipeError, which is an OSError too.)
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        reported = _os_error(os_error)
+        _report(reported)
+        return int(reported.exit_code)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)

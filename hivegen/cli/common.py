@@ -1,0 +1,213 @@
+"""What every verb shares: the program's name, the argparse classes and global
+options, the printers (JSON, tables, short shas, ages), loading the config and
+opening the hive (root, the lock and its waiting line), asking before an act that
+is hard to undo, and how an error or a log line reaches stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from hivegen.errors import HivegenError, UsageError
+from hivegen.sanitize import terminal, terminal_line
+
+PROG = "hivegen"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """--config, -v, --debug, --no-wait: before the verb, or after it (as git, systemctl
+    and nixos-rebuild take them). After it they are SUPPRESSed when absent, so that a
+    verb's parser never resets what was given before the verb."""
+    default: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
+    group = parser.add_argument_group("global options") if suppress else parser
+    group.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="hive.toml to read (default: $HIVEGEN_CONFIG, else /etc/hivegen/hive.toml)",
+        **default,
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print every external command, shell-quoted, to stderr",
+        **default,
+    )
+    group.add_argument(
+        "--debug", action="store_true", help="show a traceback when a command fails", **default
+    )
+    group.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="fail at once if another hivegen holds the hive lock (default: wait)",
+        **default,
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a did-you-mean for a mistyped command (`hivegen stauts`)."""
+
+    def error(self, message: str) -> NoReturn:
+        import difflib
+        import re
+
+        match = re.match(r"argument \S+: invalid choice: '(.*?)' \(choose from (.*)\)$", message)
+        if match:
+            typed = match.group(1)
+            choices = re.findall(r"'([^']*)'", match.group(2))
+            close = difflib.get_close_matches(typed, choices, n=1, cutoff=0.6)
+            message = f"unknown command {typed!r}" + (
+                f"; did you mean {close[0]!r}?" if close else ""
+            )
+            message += f" ({self.prog} --help lists them)"
+        super().error(message)
+
+
+class _VerbParser(_Parser):
+    """A verb's parser: it takes the global options too, and lists them in its help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _add_global_options(self, suppress=True)
+
+
+def _load_config(args: argparse.Namespace) -> Any:
+    from hivegen.config import load_config
+
+    return load_config(args.config)
+
+
+def _hive(args: argparse.Namespace) -> Any:
+    import os
+    import shlex
+
+    from hivegen.config import HostRuntime
+    from hivegen.hive import Hive, LockPolicy
+
+    config = _load_config(args)
+    if config.host.runtime is HostRuntime.NATIVE and os.geteuid() != 0:
+        raise UsageError(
+            f"must run as root: hivegen drives nixos-container and systemd, and owns "
+            f"{config.hive.state_root}",
+            hint=f"sudo {PROG} {args.command}",
+        )
+
+    def say_waiting(holder: str) -> None:
+        # The holder's line is another hivegen's argv: shown as one safe line.
+        print(
+            f"{PROG}: waiting for another hivegen ({terminal_line(holder)}) to release the "
+            "hive lock...",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def show_output(line: str) -> None:
+        # Build output quotes the agent's config: nothing in it may drive the terminal.
+        print(terminal_line(line), file=sys.stderr, flush=True)
+
+    return Hive(
+        config,
+        LockPolicy(
+            wait=not args.no_wait,
+            on_wait=say_waiting,
+            holder=f"{PROG} {shlex.join(args.argv)}"[:200],
+        ),
+        on_output=show_output,
+    )
+
+
+def _confirm(args: argparse.Namespace, action: str) -> None:
+    """Ask on a TTY before a verb that is hard to undo; without one, --yes is required."""
+    if args.yes:
+        return
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise UsageError(
+            f"refusing to {action} without confirmation (no terminal to ask on)",
+            hint="add --yes to do it",
+        )
+    print(f"{PROG}: about to {action}. Continue? [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise HivegenError("not confirmed: nothing was changed")
+
+
+def _print_json(value: object) -> None:
+    # ensure_ascii: every non-ASCII character (C1 controls, bidi overrides) is a \uXXXX
+    # escape, so no raw control reaches the terminal; the decoded value is the exact text.
+    json.dump(value, sys.stdout, indent=2, sort_keys=True, ensure_ascii=True)
+    sys.stdout.write("\n")
+
+
+def _print_table(header: list[str], rows: Sequence[Sequence[object]]) -> None:
+    # Every cell is one line: a subject, note or error headline from the manager's repos
+    # can neither drive the terminal nor forge a row.
+    cells = [header, *[[terminal_line(str(c)) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _short(rev: str | None, length: int = 12) -> str:
+    return rev[:length] if rev else "-"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+class _TerminalFormatter(logging.Formatter):
+    """Log lines (`-v` commands quote refs and paths) shown with controls made visible."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal(super().format(record))
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_TerminalFormatter("%(message)s"))
+    root = logging.getLogger("hivegen")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    root.propagate = False
+
+
+def _report(error: HivegenError) -> None:
+    # Messages quote build errors, git output and file names from the manager's commits.
+    print(f"{PROG}: error: {terminal(error.message)}", file=sys.stderr)
+    if error.hint:
+        print(f"{PROG}: hint: {terminal(error.hint)}", file=sys.stderr)
+
+
+def _os_error(error: OSError) -> HivegenError:
+    import errno
+    import os
+
+    where = f"{error.filename}: " if error.filename else ""
+    message = f"{where}{error.strerror or error}"
+    match error.errno:
+        case errno.ENOSPC | errno.EDQUOT:
+            return HivegenError(
+                message,
+                hint="free space on that filesystem, then re-run the command: files are "
+                "replaced whole, and the command resumes where it stopped",
+            )
+        case errno.EACCES | errno.EPERM | errno.EROFS if os.geteuid() != 0:
+            return UsageError(message, hint="hivegen must run as root")
+        case _:
+            return HivegenError(message)

@@ -1,0 +1,302 @@
+"""The command line's grammar: `hivegen --help`, and every verb's arguments and help,
+in the order `--help` lists them. Each verb's handler lives in the module of its
+kind (render_verbs, hive_verbs, agent_verbs, proposal_verbs, serve_verbs,
+demo_verb); the proposal and serve verbs' definitions are in parser_proposals and
+parser_serve."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from typing import Any
+
+from hivegen import __version__
+from hivegen.cli.agent_verbs import _cmd_lifecycle, _cmd_list, _cmd_status
+from hivegen.cli.common import PROG, _add_global_options, _Formatter, _Parser, _VerbParser
+from hivegen.cli.hive_verbs import (
+    _cmd_doctor,
+    _cmd_init,
+    _cmd_meta_sync,
+    _cmd_meta_update,
+    _cmd_reconcile,
+)
+from hivegen.cli.parser_proposals import _add_proposal_commands
+from hivegen.cli.parser_serve import _add_serve_commands
+from hivegen.cli.render_verbs import (
+    _cmd_port,
+    _cmd_render_agent_flake,
+    _cmd_render_agent_nix,
+    _cmd_render_meta,
+)
+from hivegen.highlight import Color
+
+DESCRIPTION = """\
+Run a hive of AI agents in NixOS containers.
+
+hivegen renders each agent's Nix configuration and one meta flake, commits and
+locks them with git and nix, and drives nixos-container and systemd.
+"""
+
+EPILOG = """\
+examples:
+  hivegen port alice                      the web UI port alice gets (8879)
+  hivegen render agent-nix alice          the agent.nix a new agent starts from
+  hivegen render meta --agent alice --agent bob
+                                          the meta flake for a hive of alice and bob
+
+configuration is read from --config, else $HIVEGEN_CONFIG, else
+/etc/hivegen/hive.toml (all defaults when that file is absent).
+
+exit codes: 0 ok, 1 failed, 2 bad usage or input, 3 drift found by a check,
+130 interrupted.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_global_options(parser, suppress=False)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_VerbParser
+    )
+    # In the order `hivegen --help` lists the verbs.
+    _add_render_commands(sub)  # port, render
+    _add_hive_commands(sub)  # init, meta
+    _add_agent_commands(sub)  # spawn ... destroy, list, status
+    _add_proposal_commands(sub)  # propose ... rollback
+    _add_check_commands(sub)  # doctor, reconcile
+    _add_serve_commands(sub)  # serve, mcp, demo
+    return parser
+
+
+def _add_render_commands(sub: Any) -> None:
+    port = sub.add_parser(
+        "port",
+        help="print the web UI port of an agent",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="Print the web UI port an agent gets: the manager's is fixed by "
+        "hive.toml,\nevery other agent's is 8100 + FNV-1a(name) % 900.",
+        epilog="example:\n  hivegen port alice        8879",
+    )
+    port.add_argument("name", metavar="NAME", help="agent name")
+    port.add_argument("--json", action="store_true", help="print a JSON object")
+    port.set_defaults(handler=_cmd_port)
+
+    render = sub.add_parser(
+        "render",
+        help="print a rendered Nix file",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="Print the Nix files hivegen writes, without writing anything.",
+        epilog=textwrap.dedent("""\
+            examples:
+              hivegen render agent-nix alice      alice's initial agent.nix
+              hivegen render agent-flake          the module-only flake.nix of every agent
+              hivegen render meta                 the meta flake for the registered agents
+              hivegen render meta --agent alice --agent bob
+                                                  ... for exactly the agents named"""),
+    )
+    render_sub = render.add_subparsers(dest="what", metavar="WHAT", required=True)
+    agent_nix = render_sub.add_parser(
+        "agent-nix", help="an agent's initial agent.nix", allow_abbrev=False
+    )
+    agent_nix.add_argument("name", metavar="NAME", help="agent name")
+    agent_nix.set_defaults(handler=_cmd_render_agent_nix)
+    agent_flake = render_sub.add_parser(
+        "agent-flake", help="the per-agent module-only flake.nix", allow_abbrev=False
+    )
+    agent_flake.set_defaults(handler=_cmd_render_agent_flake)
+    meta_render = render_sub.add_parser("meta", help="the meta flake", allow_abbrev=False)
+    meta_render.add_argument(
+        "--agent",
+        dest="agents",
+        action="append",
+        metavar="NAME",
+        help="include this agent (repeat; default: the registered agents)",
+    )
+    meta_render.set_defaults(handler=_cmd_render_meta)
+    for leaf in (agent_nix, agent_flake, meta_render):
+        leaf.add_argument(
+            "--color",
+            type=Color,
+            choices=list(Color),
+            default=Color.AUTO,
+            help="highlight the output (default: auto, when stdout is a terminal)",
+        )
+        leaf.add_argument("--json", action="store_true", help="print {path: text} as a JSON object")
+
+
+def _add_hive_commands(sub: Any) -> None:
+    init = sub.add_parser(
+        "init",
+        help="create the state root's layout",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="Create the hive's state root (agents/, credentials/ 0700, applied/, "
+        "meta/,\nshared/, the lock file). Safe to run again: it only creates "
+        "what is missing\nand puts credentials/ back to 0700.",
+    )
+    init.add_argument("--json", action="store_true", help="print a JSON object")
+    init.set_defaults(handler=_cmd_init)
+
+    meta = sub.add_parser(
+        "meta",
+        help="the meta flake: sync, check, bump inputs",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+        description="The meta flake (<state>/meta) holds one nixosConfiguration per "
+        "registered agent.",
+        epilog=textwrap.dedent("""\
+            examples:
+              hivegen meta sync               render, lock and commit it if anything changed
+              hivegen meta sync --check       exit 3 and say what differs, change nothing
+              hivegen meta update hyperhive   fetch and bump the hyperhive input
+              hivegen meta update agent-alice hyperhive"""),
+    )
+    meta_sub = meta.add_subparsers(dest="meta_command", metavar="ACTION", required=True)
+    sync = meta_sub.add_parser(
+        "sync",
+        help="bring the meta flake up to date with the registered agents",
+        allow_abbrev=False,
+    )
+    sync.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 3 and print what a sync would change",
+    )
+    sync.add_argument("--json", action="store_true", help="print a JSON object")
+    sync.set_defaults(handler=_cmd_meta_sync)
+    update = meta_sub.add_parser(
+        "update",
+        help="fetch and bump inputs of the meta flake",
+        allow_abbrev=False,
+        description="Fetch each INPUT first (a fetch failure stops before the lock is "
+        "touched),\nthen bump them all and commit 'lock update: INPUT, ...'.",
+    )
+    update.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="hyperhive, or agent-NAME for a registered agent"
+    )
+    update.add_argument("--json", action="store_true", help="print a JSON object")
+    update.set_defaults(handler=_cmd_meta_update)
+
+
+LIFECYCLE_HELP = {
+    "spawn": (
+        "create an agent and start its container",
+        "Seed the agent's repos, add it to the meta flake, create and start its container.\n"
+        "Re-running it after a failure completes it; on a destroyed agent it revives it.",
+    ),
+    "start": ("start an agent's container", "Rewrite its nspawn flags and limits, then start."),
+    "stop": ("stop an agent's container", "Stop the container; nothing else changes."),
+    "restart": (
+        "restart an agent's container",
+        "Rewrite its nspawn flags and limits, then stop and start the container.",
+    ),
+    "rebuild": (
+        "rebuild an agent from what is deployed",
+        "Sync the meta flake, bump the agent's input to its applied main, rewrite flags and\n"
+        "limits, and `nixos-container update`. The container is restarted only when its\n"
+        "flags or limits changed (otherwise update's reload suffices).",
+    ),
+    "destroy": (
+        "destroy an agent's container (keeps its repos)",
+        "Destroy the container and its limits drop-in and take the agent out of the meta\n"
+        "flake. Its repos, credentials and notes stay (spawn revives it) unless --purge.",
+    ),
+}
+
+
+def _add_agent_commands(sub: Any) -> None:
+    for verb, (summary, description) in LIFECYCLE_HELP.items():
+        parser = sub.add_parser(
+            verb,
+            help=summary,
+            description=description,
+            formatter_class=_Formatter,
+            allow_abbrev=False,
+            epilog=f"example:\n  hivegen {verb} alice",
+        )
+        parser.add_argument("name", metavar="NAME", help="agent name")
+        parser.add_argument("--json", action="store_true", help="print a JSON object")
+        if verb == "destroy":
+            parser.add_argument(
+                "--purge",
+                action="store_true",
+                help="also delete its repos, credentials, notes and runtime dir",
+            )
+            parser.add_argument(
+                "--yes",
+                action="store_true",
+                help="do not ask before a purge or destroying the manager (needed without a TTY)",
+            )
+        parser.set_defaults(handler=_cmd_lifecycle, verb=verb)
+    listing = sub.add_parser(
+        "list",
+        help="list the hive's agents",
+        allow_abbrev=False,
+        description="Name, container, role and port of every registered agent.",
+    )
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    listing.set_defaults(handler=_cmd_list)
+    status = sub.add_parser(
+        "status",
+        help="show every agent's state",
+        allow_abbrev=False,
+        description="State (running, stopped, failed, missing, tombstone; foreign for h-*\n"
+        "containers hivegen did not create), port, deployed tag and sha, limits and\n"
+        "pending proposals. With NAMEs, only those; with one, every detail.",
+        epilog="examples:\n  hivegen status\n  hivegen status alice\n  hivegen status --watch",
+        formatter_class=_Formatter,
+    )
+    status.add_argument(
+        "names", nargs="*", metavar="NAME", help="only these agents (one: a detail view)"
+    )
+    status.add_argument("--json", action="store_true", help="print a JSON array")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=2.0,
+        metavar="SECONDS",
+        help="show it again every SECONDS (default 2) until Ctrl-C, like watch(1)",
+    )
+    status.set_defaults(handler=_cmd_status)
+
+
+def _add_check_commands(sub: Any) -> None:
+    doctor = sub.add_parser(
+        "doctor",
+        help="check every invariant of the hive (and --repair)",
+        allow_abbrev=False,
+        formatter_class=_Formatter,
+        description="Check repos, tags, interrupted approves, the meta flake and its lock,\n"
+        "containers, nspawn flags, drop-ins, credentials modes and ports. One line\n"
+        "per finding; exit 3 if any problem is found. --repair fixes what is safe\n"
+        "to fix and never deletes an agent's repos, credentials or notes.",
+        epilog="examples:\n  hivegen doctor\n  hivegen doctor --repair",
+    )
+    doctor.add_argument("--repair", action="store_true", help="fix what can be fixed safely")
+    doctor.add_argument("--json", action="store_true", help="print a JSON object")
+    doctor.set_defaults(handler=_cmd_doctor)
+    reconcile = sub.add_parser(
+        "reconcile",
+        help="start the agents that should run (at boot, after a restore)",
+        allow_abbrev=False,
+        formatter_class=_Formatter,
+        description="Bring the hive back to what the operator asked for: settle interrupted\n"
+        "approves, check and recreate every agent's bind sources, conf and limits\n"
+        "drop-in, and start exactly the agents recorded as wanted running (spawn,\n"
+        "start and restart record it; stop and destroy clear it), the manager first.\n"
+        "A running agent is never stopped and a foreign container never touched.\n"
+        "Run at boot by hivegen-reconcile.service; exit 1 if any agent failed.",
+        epilog="examples:\n  hivegen reconcile\n  hivegen reconcile --json",
+    )
+    reconcile.add_argument("--json", action="store_true", help="print a JSON object")
+    reconcile.set_defaults(handler=_cmd_reconcile)
