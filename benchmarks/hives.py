@@ -98,6 +98,8 @@ def write_config(root: Path, hyperhive_flake: str) -> Path:
         f'containers_conf_dir = "{host / "etc/nixos-containers"}"\n'
         f'systemd_dir = "{host / "etc/systemd/system.control"}"\n'
         f'runtime_root = "{host / "run/hyperhive"}"\n'
+        # The simulated agents come up at once: a short settle, their own loopback.
+        f'[health]\nsettle = 0.2\nport_timeout = 5\naddress = "127.0.0.99"\n'
     )
     return path
 

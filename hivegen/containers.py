@@ -116,6 +116,8 @@ class Host:
                     root, self.config.host.containers_conf_dir, self.config.host.systemd_dir
                 )
                 env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+                # Where its containers' web ports listen: where health checks look.
+                env["HIVEGEN_SIMHOST_LISTEN"] = self.config.health.address
                 return {**base, **env}
 
     def _run(
@@ -192,6 +194,12 @@ class Host:
                 return NATIVE_DROPIN_ROOTS
             case HostRuntime.SIMULATED:
                 return (self.config.host.simulated_root / "run" / "systemd" / "system",)
+
+    def set_system(self, container: str, system: Path) -> None:
+        """Point the container's profile at `system` (a store path built before), as
+        `nixos-container update` does after its build: the way back to a system that
+        ran, with no evaluation and no build."""
+        self._run(["nix-env", "-p", str(self.profile(container)), "--set", str(system)], container)
 
     def has_profile(self, container: str) -> bool:
         # A dangling link (its system garbage-collected) cannot boot either.

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from hivegen import builtfrom, desired, fsutil, notes, nspawn, registry, safepath
+from hivegen import activation, builtfrom, desired, fsutil, notes, nspawn, registry, safepath
 from hivegen import status as status_mod
 from hivegen.config import Config
 from hivegen.containers import ActiveState, Host, UnitState
@@ -210,7 +210,7 @@ class Hive:
         safepath.check_dir(root, "meta", create_mode=0o755)
         nspawn.verify_binds(self.config, spec, create=True)
 
-    def _write_host_files(self, spec: AgentSpec) -> bool:
+    def write_host_files(self, spec: AgentSpec) -> bool:
         """Conf and drop-in; daemon-reload when the drop-in changed. True if any changed."""
         conf_changed = nspawn.write_conf(self.config, spec)
         dropin_changed = nspawn.write_dropin(self.config, spec)
@@ -225,7 +225,7 @@ class Hive:
 
     def apply_host_files(self, spec: AgentSpec) -> list[str]:
         """Conf and drop-in up to date; a running container restarted if they changed."""
-        if not self._write_host_files(spec):
+        if not self.write_host_files(spec):
             return []
         steps = ["nspawn flags or limits changed"]
         if self.host.unit_state(spec.container).running:
@@ -292,7 +292,7 @@ class Hive:
         """Bind sources made and checked, conf and drop-in rewritten where they drifted;
         True if either changed (a running container keeps what it started with)."""
         self._ensure_dirs(spec)
-        return self._write_host_files(spec)
+        return self.write_host_files(spec)
 
     def put_back_deployed_system(self, spec: AgentSpec) -> bool:
         """Rebuild the container from the meta flake if its profile is not the system
@@ -376,7 +376,7 @@ class Hive:
                 self.host.create(spec.container, flake)
                 steps.append(f"created container {spec.container}")
             self.record_system(spec)
-            if self._write_host_files(spec):
+            if self.write_host_files(spec):
                 steps.append("wrote nspawn flags and limits")
             unit = self.host.unit_state(spec.container)
             if not unit.running:
@@ -402,7 +402,7 @@ class Hive:
                 return StepLog((f"{spec.container} is already running",))
             self.check_port(spec, running_only=True)
             self._ensure_dirs(spec)
-            self._write_host_files(spec)
+            self.write_host_files(spec)
             self.start_container(spec, unit)
         return StepLog((f"started {spec.container}",))
 
@@ -427,7 +427,7 @@ class Hive:
             self.check_port(spec, running_only=True)
             desired.record(self.layout, name, Desired.RUNNING)
             self._ensure_dirs(spec)
-            self._write_host_files(spec)
+            self.write_host_files(spec)
             self.restart_container(spec)
         return StepLog((f"restarted {spec.container}",))
 
@@ -458,19 +458,7 @@ class Hive:
             bumped = self.meta.lock_update(name)
             if bumped:
                 steps.append(f"meta lock bumped agent-{name} ({bumped[:12]})")
-            changed = self._write_host_files(spec)
-            if changed:
-                steps.append("nspawn flags or limits changed")
-            self.host.update(spec.container, self.host.flake_ref(name))
-            self.record_system(spec)
-            steps.append(f"rebuilt {spec.container}")
-            # `update` reloads a running container, which does not apply bind mounts or
-            # limits: restart only when those changed.
-            if changed and self.host.unit_state(spec.container).running:
-                self.restart_container(spec)
-                steps.append(f"restarted {spec.container} to apply them")
-            elif self.finish_restart(spec):
-                steps.append(f"started {spec.container}: an earlier restart was interrupted")
+            steps += activation.activate(self, spec, "rebuild")
         return StepLog(tuple(steps))
 
     # -- destroy ------------------------------------------------------------------------

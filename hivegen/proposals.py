@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from hivegen import policy, registry, snapshot
+from hivegen import activation, policy, registry, snapshot
 from hivegen.errors import CommandError, HivegenError, UsageError
 from hivegen.git import validate_commit_ref
+from hivegen.health import HealthCheck
 from hivegen.hive import Hive
 from hivegen.names import AgentSpec
 from hivegen.nixlang import check_nix_string
@@ -365,6 +366,7 @@ class Proposals:
             # A stale git lock, a full disk: not the proposal's fault, nothing built.
             self._unstart(proposal, old_main, exc, f"start the deploy of proposal {proposal.id}")
         system_before = hive.host.system(spec.container)
+        was_running = hive.host.unit_state(spec.container).running
         try:
             hive.meta.prepare(agent)
         except HivegenError as exc:
@@ -375,10 +377,7 @@ class Proposals:
             hive.host.update(spec.container, hive.host.flake_ref(agent))
         except HivegenError as exc:
             error = _error_text(exc)
-            self._tag(agent, f"failed/{proposal.id}", sha, error)
-            git.run(applied, "update-ref", MAIN, old_main, sha)
-            check_out_main(git, applied)
-            hive.meta.abort(agent)
+            self._undo_deploy(proposal, old_main, error)
             put_back = self._put_back_system(spec, system_before, error)
             self.store.set_status(proposal.id, ProposalStatus.FAILED, error=error)
             raise BuildFailed(
@@ -386,6 +385,8 @@ class Proposals:
                 f"{agent} is back on {old_main[:12]}, as before{put_back}:\n{error}",
                 hint=f"the error is kept in tag failed/{proposal.id}: hivegen history {agent}",
             ) from exc
+        if was_running and system_before is not None:
+            steps += self._check_up(proposal, spec, old_main, system_before)
         # Its place in the agent's deploy order first (registry.DEPLOY_SEQ_PREFIX): a
         # deployed/<id> tag never exists without one. A new seq even on a retry: deploys
         # made since must not rank above this one.
@@ -398,6 +399,37 @@ class Proposals:
         steps.append(f"deployed {sha[:12]} as deployed/{proposal.id}")
         steps += hive.apply_host_files(spec)
         return Deployment(self.store.get(proposal.id), sha, tuple(steps))
+
+    def _check_up(
+        self, proposal: Proposal, spec: AgentSpec, old_main: str, system_before: Path
+    ) -> list[str]:
+        """The health check of a running agent switched to a new system; one that does
+        not come up is undone as a failed build is, and put back on the system it ran."""
+        hive, agent, sha = self.hive, proposal.agent, proposal.fetched_sha or ""
+        if hive.host.system(spec.container) == system_before:
+            return []  # the same system (a rollback to it, a no-op change): nothing new ran
+        verdict = HealthCheck(hive).check(spec)
+        if verdict.healthy:
+            return [f"{agent} is up ({verdict.elapsed:.1f}s)"]
+        error = f"{agent} did not come up on its new system: {verdict.reason}"
+        self._undo_deploy(proposal, old_main, error)
+        put_back = activation.put_back_system(hive, spec, system_before)
+        self.store.set_status(proposal.id, ProposalStatus.FAILED, error=error)
+        raise BuildFailed(
+            f"proposal {proposal.id} ({agent} {sha[:12]}) built, but {error}; "
+            f"{agent} is back on {old_main[:12]} and the system it ran{put_back}",
+            hint=f"the reason is kept in tag failed/{proposal.id}: hivegen history {agent}",
+        )
+
+    def _undo_deploy(self, proposal: Proposal, old_main: str, error: str) -> None:
+        """After a failed build or health check: failed/<id> with the error, main and the
+        meta flake back where they were."""
+        agent, applied, sha = proposal.agent, self._applied(proposal.agent), proposal.fetched_sha
+        assert sha is not None
+        self._tag(agent, f"failed/{proposal.id}", sha, error)
+        self.git.run(applied, "update-ref", MAIN, old_main, sha)
+        check_out_main(self.git, applied)
+        self.hive.meta.abort(agent)
 
     def _unstart(
         self,

@@ -230,3 +230,13 @@ def next_deploy_seq(git_dir: Path) -> int:
         if seq.isdigit():
             highest = max(highest, int(seq))
     return highest + 1
+
+
+UNHEALTHY_PREFIX = "refs/tags/unhealthy/"
+
+
+def next_number(git_dir: Path, prefix: str) -> int:
+    """One more than the highest `<prefix><n>` tag (1 for the first)."""
+    suffixes = (ref[len(prefix) :] for ref in refs_under(git_dir, prefix))
+    numbers = [int(n) for n in suffixes if n.isdigit()]
+    return max(numbers, default=0) + 1

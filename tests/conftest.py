@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -130,6 +131,13 @@ def files_of(repo: Path) -> dict[str, bytes]:
     return state
 
 
+def loopback_for(path: Path) -> str:
+    """A loopback address of this test's own (all of 127/8 is loopback on Linux): its
+    simulated agents' web ports never meet another test's, whatever runs beside it."""
+    digest = hashlib.sha256(str(path).encode()).digest()
+    return f"127.{1 + digest[0] % 254}.{digest[1]}.{1 + digest[2] % 254}"
+
+
 def sim_config(tmp_path: Path, hyperhive_flake: str, extra: str = "") -> Path:
     host = tmp_path / "host"
     path = tmp_path / "hive.toml"
@@ -138,7 +146,10 @@ def sim_config(tmp_path: Path, hyperhive_flake: str, extra: str = "") -> Path:
         f'[host]\nruntime = "simulated"\nsimulated_root = "{host}"\n'
         f'containers_conf_dir = "{host / "etc/nixos-containers"}"\n'
         f'systemd_dir = "{host / "etc/systemd/system.control"}"\n'
-        f'runtime_root = "{host / "run/hyperhive"}"\n{extra}'
+        f'runtime_root = "{host / "run/hyperhive"}"\n'
+        # Short waits: the simulated agents come up at once, or never.
+        f'[health]\nsettle = 0.2\nport_timeout = 3\naddress = "{loopback_for(tmp_path)}"\n'
+        f"{extra}"
     )
     return path
 

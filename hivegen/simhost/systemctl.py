@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hivegen.simhost import units
+from hivegen.simhost import ports, units
 from hivegen.simhost.state import (
     Host,
     SimhostError,
@@ -40,6 +40,8 @@ from hivegen.simhost.state import (
 from hivegen.simhost.units import ActiveState, Unit
 
 EXIT_FAILED = 1
+# How long a system asking SIMHOST_BOOT = "crash" runs before its init exits.
+CRASH_AFTER = 0.5
 EXIT_NOT_ACTIVE = 3
 EXIT_NOT_FOUND = 5
 
@@ -287,6 +289,17 @@ def _start(host: Host, opts: Opts, name: str, *, restart: bool) -> int:
         _job_failed(name)
         return EXIT_FAILED
     assert launched is not None
+    boot = _boot_behaviour(Path(launched.system))
+    if boot == "fail":
+        # Its init exits before it tells systemd-nspawn it is up: the start job fails.
+        _journal(host, name, f"{name}: the container's init exited at once")
+        failed = Unit(name, ActiveState.FAILED, "exit-code", loaded=limits, starts=unit.starts)
+        units.write_unit(host, replace(failed, invocation_id=_new_invocation_id()))
+        if opts.no_block:
+            return 0
+        _job_failed(name)
+        return EXIT_FAILED
+    crash_after = float(os.environ.get("HIVEGEN_SIMHOST_CRASH_AFTER", CRASH_AFTER))
     started = replace(
         launched,
         name=name,
@@ -294,10 +307,24 @@ def _start(host: Host, opts: Opts, name: str, *, restart: bool) -> int:
         invocation_id=_new_invocation_id(),
         loaded=limits,
         starts=unit.starts,
+        crash_due=time.time() + crash_after if boot == "crash" else 0.0,
     )
     units.write_unit(host, started)
     _journal(host, name, f"{name}: started {started.system} as PID {started.main_pid}")
+    ports.ensure_running(host)
     return 0
+
+
+def _boot_behaviour(system: Path) -> str:
+    """How the system's init behaves in the simulation: "" (it runs), "fail" (exits
+    before it is up) or "crash" (exits soon after). A test's agent.nix asks for one with
+    `environment.variables.SIMHOST_BOOT`."""
+    try:
+        variables = json.loads((system / "variables.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    wanted = variables.get("SIMHOST_BOOT", "") if isinstance(variables, dict) else ""
+    return wanted if wanted in ("fail", "crash") else ""
 
 
 def _launch(host: Host, container: str) -> tuple[str | None, Unit | None]:
@@ -414,16 +441,20 @@ def cmd_kill(host: Host, opts: Opts, wanted: list[str]) -> int:
 
 def _kill(host: Host, name: str) -> int:
     unit = _settled(host, name)
-    if unit.active is not ActiveState.ACTIVE:
-        return 0
+    if unit.active is ActiveState.ACTIVE:
+        _crash(host, unit, "main process killed")
+    return 0
+
+
+def _crash(host: Host, unit: Unit, why: str) -> None:
+    """The unit's main process is gone: Restart=on-failure restarts it after RestartSec."""
     delay = float(os.environ.get("HIVEGEN_SIMHOST_RESTART_SEC", units.RESTART_SEC))
     dying = replace(
         unit, active=ActiveState.ACTIVATING, result="signal", main_pid=0,
-        restart_due=time.time() + delay,
+        restart_due=time.time() + delay, crash_due=0.0,
     )  # fmt: skip
     units.write_unit(host, dying)
-    _journal(host, name, f"{name}: main process killed; restarting in {delay}s")
-    return 0
+    _journal(host, unit.name, f"{unit.name}: {why}; restarting in {delay}s")
 
 
 def _settled(host: Host, name: str, *, lock: bool = False) -> Unit:
@@ -431,6 +462,12 @@ def _settled(host: Host, name: str, *, lock: bool = False) -> Unit:
     PID, counted against the start limit), or failed. `lock`: take the systemd lock for
     the change (callers that already hold it pass False)."""
     unit = units.read_unit(host, name)
+    if unit.active is ActiveState.ACTIVE and unit.crash_due and time.time() >= unit.crash_due:
+        if lock:
+            with _locked(host):
+                return _settled(host, name)
+        _crash(host, unit, "the container's init exited")
+        unit = units.read_unit(host, name)
     if unit.active is not ActiveState.ACTIVATING or time.time() < unit.restart_due:
         return unit
     if lock:
@@ -470,8 +507,11 @@ def _reload(host: Host, name: str) -> int:
         _journal(host, name, f"{name}: switch-to-configuration test of {system} failed")
         _err(f"Job for {name} failed because the control process exited with error code.")
         return EXIT_FAILED
-    units.write_unit(host, replace(unit, system=str(system)))
+    boot = _boot_behaviour(system)
+    crash_due = time.time() + CRASH_AFTER if boot in ("fail", "crash") else 0.0
+    units.write_unit(host, replace(unit, system=str(system), crash_due=crash_due))
     _journal(host, name, f"{name}: reloaded to {system}")
+    ports.ensure_running(host)
     return 0
 
 

@@ -94,6 +94,8 @@ class Unit:
     # When an auto-restart is due, and when the unit started lately (the start limit).
     restart_due: float = 0.0
     starts: tuple[float, ...] = ()
+    # When its init exits by itself (a system asking SIMHOST_BOOT = "crash"); 0: never.
+    crash_due: float = 0.0
 
 
 def mangle(name: str) -> str:
@@ -154,6 +156,7 @@ def write_unit(host: Host, unit: Unit) -> None:
         "extra_nspawn_flags": unit.extra_nspawn_flags,
         "restart_due": unit.restart_due,
         "starts": list(unit.starts),
+        "crash_due": unit.crash_due,
         "loaded": {
             "memory_max": unit.loaded.memory_max,
             "cpu_quota_usec": unit.loaded.cpu_quota_usec,

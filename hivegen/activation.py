@@ -1,0 +1,89 @@
+"""Switching a running agent to a new system, and back when it does not come up.
+
+`activate` is the one way a system built from the meta flake as it is reaches a running
+agent outside an approve (rebuild, rollout): build and switch (`nixos-container
+update`), then the health check (health.py). An agent that was running and is not up on
+its new system is put back on the one it ran (its profile set back, no build, and the
+container restarted on it), the reason kept as the annotated tag `unhealthy/<n>` in its
+applied repo, and `Unhealthy` raised. Its system record is only written for a system
+that came up: what it runs and what it was built from stay true.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hivegen import registry
+from hivegen.errors import HivegenError
+from hivegen.health import HealthCheck
+from hivegen.names import AgentSpec
+
+if TYPE_CHECKING:
+    from hivegen.hive import Hive
+
+
+class Unhealthy(HivegenError):
+    """An agent did not come up on a new system and was put back on the one it ran."""
+
+
+def activate(hive: Hive, spec: AgentSpec, why: str) -> list[str]:
+    """Build the agent's system from the meta flake as it is and switch to it; if the
+    agent was running and does not come up on it (health.py), put it back on the
+    system it ran, record why (tag unhealthy/<n>) and raise `Unhealthy`."""
+    steps = []
+    changed = hive.write_host_files(spec)
+    if changed:
+        steps.append("nspawn flags or limits changed")
+    before = hive.host.system(spec.container)
+    was_running = hive.host.unit_state(spec.container).running
+    hive.host.update(spec.container, hive.host.flake_ref(spec.name))
+    steps.append(f"rebuilt {spec.container}")
+    # `update` reloads a running container, which does not apply bind mounts or
+    # limits: restart only when those changed.
+    if changed and was_running:
+        hive.restart_container(spec)
+        steps.append(f"restarted {spec.container} to apply them")
+    elif hive.finish_restart(spec):
+        steps.append(f"started {spec.container}: an earlier restart was interrupted")
+        was_running = True
+    if was_running and before is not None and hive.host.system(spec.container) != before:
+        verdict = HealthCheck(hive).check(spec)
+        if not verdict.healthy:
+            raise unhealthy(hive, spec, before, verdict.reason, why)
+        steps.append(f"{spec.name} is up ({verdict.elapsed:.1f}s)")
+    hive.record_system(spec)
+    return steps
+
+
+def unhealthy(hive: Hive, spec: AgentSpec, before: Path, reason: str, why: str) -> Unhealthy:
+    """Put an agent that did not come up back on `before` (restarted on it), record
+    it in its applied repo as the annotated tag unhealthy/<n>, and say so."""
+    new = hive.host.system(spec.container)
+    put_back = put_back_system(hive, spec, before)
+    applied = hive.layout.applied(spec.name)
+    main = registry.read_ref(applied / ".git", "refs/heads/main")
+    tag = f"unhealthy/{registry.next_number(applied / '.git', registry.UNHEALTHY_PREFIX)}"
+    message = (
+        f"{why}: {spec.name} did not come up: {reason}\n"
+        f"new system: {new}\nput back on: {before}{put_back}\n"
+    )
+    if main is not None:
+        hive.git.tag(applied, tag, main, message)
+    return Unhealthy(
+        f"{spec.name} did not come up on its new system: {reason}; it is back on the "
+        f"system it ran ({before}){put_back}",
+        hint=f"the reason is kept in tag {tag} of {applied}; "
+        f"hivegen status {spec.name} shows it now",
+    )
+
+
+def put_back_system(hive: Hive, spec: AgentSpec, before: Path) -> str:
+    """The container's profile back on `before`, and the container restarted on it
+    (a crashed one is not trusted to reload). Words for a message ("" if it runs)."""
+    hive.host.set_system(spec.container, before)
+    try:
+        hive.restart_container(spec)
+    except HivegenError as exc:
+        return f", but it did not start again: {exc.message}"
+    return ""
