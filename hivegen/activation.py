@@ -11,6 +11,7 @@ that came up: what it runs and what it was built from stay true.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,11 +28,20 @@ class Unhealthy(HivegenError):
     """An agent did not come up on a new system and was put back on the one it ran."""
 
 
-def activate(hive: Hive, spec: AgentSpec, why: str) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Activated:
+    steps: tuple[str, ...]
+    # True: it was running and is up on its new system; False: nothing was checked (it
+    # is stopped, or its system did not change).
+    checked: bool
+
+
+def activate(hive: Hive, spec: AgentSpec, why: str) -> Activated:
     """Build the agent's system from the meta flake as it is and switch to it; if the
     agent was running and does not come up on it (health.py), put it back on the
     system it ran, record why (tag unhealthy/<n>) and raise `Unhealthy`."""
     steps = []
+    checked = False
     changed = hive.write_host_files(spec)
     if changed:
         steps.append("nspawn flags or limits changed")
@@ -52,8 +62,9 @@ def activate(hive: Hive, spec: AgentSpec, why: str) -> list[str]:
         if not verdict.healthy:
             raise unhealthy(hive, spec, before, verdict.reason, why)
         steps.append(f"{spec.name} is up ({verdict.elapsed:.1f}s)")
+        checked = True
     hive.record_system(spec)
-    return steps
+    return Activated(tuple(steps), checked)
 
 
 def unhealthy(hive: Hive, spec: AgentSpec, before: Path, reason: str, why: str) -> Unhealthy:

@@ -96,7 +96,34 @@ class Doctor:
         findings += self._credentials(scan.registered + scan.tombstones)
         findings += self._ports(scan.registered)
         findings += self._leftovers()
+        findings += self._rollout()
         return findings
+
+    def _rollout(self) -> list[Finding]:
+        from hivegen.rollout import read_record
+
+        record = read_record(self.hive)
+        if record is None:
+            return []
+        agents = record.get("agents", {})
+        phases = {n: str(e.get("phase")) for n, e in agents.items() if isinstance(e, dict)}
+        done = [n for n, p in phases.items() if p in ("healthy", "unchanged", "updated (stopped)")]
+        caught = sorted(n for n, p in phases.items() if p == "activating")
+        commit = str(record.get("meta_commit", "?"))[:12]
+        message = (
+            f"a rollout of meta {commit} was interrupted: {len(done)} of {len(phases)} agents done"
+        )
+        if caught:
+            message += f"; caught mid-switch (not checked yet): {', '.join(caught)}"
+        return [
+            Finding(
+                Check.ROLLOUT,
+                None,
+                message,
+                hint="run the same hivegen rollout again: it skips the agents done and checks "
+                "those caught mid-switch",
+            )
+        ]
 
     def _interrupted_approves(self, building: list[Proposal]) -> list[Finding]:
         found = []

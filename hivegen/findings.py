@@ -33,6 +33,7 @@ class Check(StrEnum):
     INDEX = "index"
     GIT_LOCK = "git-lock"
     PATHS = "paths"
+    ROLLOUT = "interrupted-rollout"
 
 
 @dataclass(frozen=True, slots=True)

@@ -458,7 +458,7 @@ class Hive:
             bumped = self.meta.lock_update(name)
             if bumped:
                 steps.append(f"meta lock bumped agent-{name} ({bumped[:12]})")
-            steps += activation.activate(self, spec, "rebuild")
+            steps += activation.activate(self, spec, "rebuild").steps
         return StepLog(tuple(steps))
 
     # -- destroy ------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,3 +77,46 @@ def parse_files(paths: list[Path]) -> process.CmdOut:
     return process.run(
         ["nix-instantiate", "--parse", *map(str, paths)], process.RunOpts(check=False)
     )
+
+
+def toplevel(flake_dir: Path, name: str) -> str:
+    """The installable of `nixosConfigurations.<name>`'s system, as nixos-container
+    builds it (the same attribute path: its evaluation is what nix caches)."""
+    return f'{flake_dir}#nixosConfigurations."{name}".config.system.build.toplevel'
+
+
+def build_systems(
+    flake_dir: Path,
+    names: list[str],
+    env: Mapping[str, str | None] | None = None,
+    on_line: Callable[[str], None] | None = None,
+    jobs: int = 4,
+) -> dict[str, Path]:
+    """Build every `names`' system in ONE nix evaluator: what the systems share (the
+    base flake and its nixpkgs) is evaluated once, nix builds them in parallel, and
+    each attribute's evaluation lands in nix's eval cache, where the containers' own
+    `nixos-container update` (the same attribute paths) finds it. The out paths by
+    name; a failure raises with nix's error.
+
+    nix prints the results sorted by derivation, not by installable: each name's out
+    path is then asked of the cache (`nix path-info`, no evaluation), `jobs` at once."""
+    if not names:
+        return {}
+    child_env = {**CHILD_GIT_ENV, **(env or {})}
+    installables = [toplevel(flake_dir, name) for name in names]
+    process.run(
+        [*NIX, "build", "--no-link", "--", *installables],
+        process.RunOpts(env=child_env, on_stderr_line=on_line),
+    )
+
+    def out_path(installable: str) -> Path:
+        out = process.run(
+            [*NIX, "path-info", "--", installable], process.RunOpts(env=child_env)
+        ).stdout.strip()
+        return Path(out)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        paths = list(pool.map(out_path, installables))
+    return dict(zip(names, paths, strict=True))

@@ -28,6 +28,7 @@ from hivegen.cli.render_verbs import (
     _cmd_render_agent_nix,
     _cmd_render_meta,
 )
+from hivegen.cli.rollout_verbs import add_rollout_commands
 from hivegen.highlight import Color
 
 DESCRIPTION = """\
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hive_commands(sub)  # init, meta
     _add_agent_commands(sub)  # spawn ... destroy, list, status
     _add_proposal_commands(sub)  # propose ... rollback
+    add_rollout_commands(sub)  # rollout, upgrade
     _add_check_commands(sub)  # doctor, reconcile
     _add_serve_commands(sub)  # serve, mcp, demo
     return parser

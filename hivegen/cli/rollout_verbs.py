@@ -1,0 +1,145 @@
+"""rollout and upgrade: their arguments, help, and the progress view."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from typing import Any
+
+from hivegen.cli.common import _Formatter, _hive, _print_json
+from hivegen.errors import ExitCode, HivegenError
+from hivegen.sanitize import terminal_line
+
+_DESCRIPTION = """\
+Deploy the committed meta flake to many agents at once, safely:
+  1. build every target's system in ONE nix build (one evaluation of what they
+     share; a build failure stops everything before any container is touched);
+  2. switch a canary first (--canary, default: the first sub-agent by name; never
+     the manager), then the others, --jobs at a time, the manager last;
+  3. after each switch, the health check of hive.toml's [health]: the unit stays
+     active for `settle` seconds and the web port answers within `port_timeout`.
+     An agent that does not come up is put back on the system it ran (tag
+     unhealthy/<n> says why) and the rollout stops; --keep-going goes on.
+One line per agent as its phase changes (built, activating, healthy, rolled
+back); --json prints the report. Interrupted? Run it again: agents already done
+are skipped, one caught mid-switch is checked again. Exit 1 if any agent failed."""
+
+
+def add_rollout_commands(sub: Any) -> None:
+    rollout = sub.add_parser(
+        "rollout",
+        help="build every agent's system at once, switch a canary first, check health",
+        allow_abbrev=False,
+        formatter_class=_Formatter,
+        description=_DESCRIPTION,
+        epilog="examples:\n  hivegen rollout --all\n  hivegen rollout alice bob --canary bob"
+        "\n  hivegen rollout --all --jobs 4 --keep-going --json",
+    )
+    _rollout_arguments(rollout, names=True)
+    rollout.set_defaults(handler=_cmd_rollout)
+    upgrade = sub.add_parser(
+        "upgrade",
+        help="bump the base flake (meta update hyperhive), then rollout --all",
+        allow_abbrev=False,
+        formatter_class=_Formatter,
+        description="`hivegen meta update hyperhive` (fetch the base flake's newest\n"
+        "revision and commit the lock), then `hivegen rollout --all` with the options\n"
+        "given. When the base did not change, the rollout only checks that every agent\n"
+        "runs the committed system.",
+        epilog="example:\n  hivegen upgrade --canary alice",
+    )
+    _rollout_arguments(upgrade, names=False)
+    upgrade.set_defaults(handler=_cmd_upgrade)
+
+
+def _rollout_arguments(parser: argparse.ArgumentParser, *, names: bool) -> None:
+    if names:
+        parser.add_argument("names", metavar="NAME", nargs="*", help="the agents (or --all)")
+        parser.add_argument("--all", action="store_true", help="every registered agent")
+    parser.add_argument("--canary", metavar="NAME", help="the agent switched first, alone")
+    parser.add_argument(
+        "--jobs", type=int, default=2, metavar="K", help="agents switched at once after it (2)"
+    )
+    parser.add_argument(
+        "--keep-going", action="store_true", help="go on with the others after a failure"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+class _Progress:
+    """One line per agent and phase, as it changes (from several threads)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+
+    def step(self, step: Any) -> None:
+        if self.quiet:
+            return
+        detail = f"  {terminal_line(step.detail)}" if step.detail and not step.phase.done else ""
+        if step.phase.name in ("ROLLED_BACK", "FAILED"):
+            detail = f"  {terminal_line(step.detail)}"
+        with self.lock:
+            print(
+                f"[{time.monotonic() - self.started:6.1f}s] {step.name:<11} {step.phase}"
+                f"{f' ({step.elapsed:.1f}s)' if step.elapsed else ''}{detail}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _run(args: argparse.Namespace, hive: Any, names: list[str]) -> int:
+    from hivegen.rollout import Rollout
+
+    progress = _Progress(quiet=False)
+    report = Rollout(
+        hive,
+        names,
+        canary=args.canary,
+        jobs=args.jobs,
+        keep_going=args.keep_going,
+        on_progress=progress.step,
+    ).run()
+    if args.json:
+        _print_json(report.as_json())
+    else:
+        width = max(len(s.name) for s in report.steps) if report.steps else 4
+        print(f"rollout of meta {report.meta_commit[:12]}: built in {report.build_seconds:.1f}s")
+        for s in report.steps:
+            print(f"  {s.name:<{width}}  {s.phase}  ({s.elapsed:.1f}s)")
+    if not report.ok:
+        bad = [s.name for s in report.steps if not s.phase.done or s.phase.name == "ROLLED_BACK"]
+        raise HivegenError(
+            f"the rollout did not reach every agent: {', '.join(bad)}",
+            hint="hivegen history NAME and the unhealthy/<n> tags say why; "
+            "fix it, then run the rollout again",
+        )
+    return ExitCode.OK
+
+
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    from hivegen.rollout import targets
+
+    hive = _hive(args)
+    return _run(args, hive, targets(hive, args.names, everyone=args.all))
+
+
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    from hivegen.rollout import targets
+
+    hive = _hive(args)
+    with hive.locked():
+        result = hive.meta_update(["hyperhive"])
+        if not args.json:
+            changed = [c for c in result.changes if c.changed]
+            print(
+                f"hyperhive: {terminal_line(changed[0].old_rev or '-')[:12]} -> "
+                f"{terminal_line(changed[0].new_rev or '-')[:12]}"
+                if changed
+                else "hyperhive: unchanged",
+                file=sys.stderr,
+            )
+        return _run(args, hive, targets(hive, [], everyone=True))
