@@ -40,6 +40,16 @@ def test_demo_builds_a_running_hive_and_teaches_the_commands(
     history = out.split(f"$ hivegen --config {config} history alice\n", 1)[1]
     assert "failed/2" in history
     assert "error: alice forgot how to greet" in history
+    # A base release reaches alice (the canary) and bob, who crashes on it and is put
+    # back; the manager is never reached.
+    upgrade = out.split(f"$ hivegen --config {config} upgrade --canary alice\n", 1)[1]
+    report = [line.split() for line in upgrade.splitlines()[1:4]]
+    assert report == [
+        ["alice", "healthy", report[0][2]],
+        ["bob", "rolled", "back", report[1][3]],
+        ["hm1nd", "skipped", report[2][2]],
+    ]
+    assert "(hivegen rollout to update): bob, hm1nd" in out
     table = out.rsplit(f"$ hivegen --config {config} status\n", 1)[1].splitlines()
     assert table[0].split() == [
         "NAME",
@@ -88,7 +98,7 @@ def test_verbose_shows_each_external_command(
 ) -> None:
     assert main(["demo", str(tmp_path / "d")]) == 0
     capsys.readouterr()
-    assert main(["-v", "--config", str(tmp_path / "d/hive.toml"), "rebuild", "bob"]) == 0
+    assert main(["-v", "--config", str(tmp_path / "d/hive.toml"), "rebuild", "alice"]) == 0
     err = capsys.readouterr().err
-    assert "$ nixos-container update h-bob --flake" in err
+    assert "$ nixos-container update h-alice --flake" in err
     assert "$ nix --extra-experimental-features 'nix-command flakes' flake lock" in err

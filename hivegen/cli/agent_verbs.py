@@ -132,6 +132,7 @@ def _show_status(args: argparse.Namespace, statuses: list[Any]) -> None:
             "memory max": one.limits.memory_max if one.limits else "-",
             "cpu quota": one.limits.cpu_quota if one.limits else "-",
             "pending": one.pending if one.role else "-",
+            "needs rebuild": _rebuild_cell(one),
         }
         width = max(len(key) for key in detail)
         for key, value in detail.items():
@@ -160,6 +161,20 @@ def _show_status(args: argparse.Namespace, statuses: list[Any]) -> None:
         ["NAME", "CONTAINER", "ROLE", "PORT", "STATE", "DEPLOYED", "MEMORY", "CPU", "PENDING"],
         rows,
     )
+    stale = [s.name for s in statuses if s.needs_rebuild]
+    if stale:
+        print(
+            f"\nbuilt from an older lock than the meta flake's (hivegen rollout to update): "
+            f"{', '.join(stale)}"
+        )
+
+
+def _rebuild_cell(status: Any) -> str:
+    if status.stale_inputs is None:
+        return "(not recorded)"
+    if not status.stale_inputs:
+        return "no"
+    return f"yes ({', '.join(status.stale_inputs)} moved since its build)"
 
 
 def _state_cell(status: Any) -> str:

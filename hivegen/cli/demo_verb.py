@@ -30,6 +30,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         latest_proposal,
         manager_commit,
         prepare,
+        release_base,
     )
 
     print(f"# building a throwaway demo hive in {Path(args.directory).absolute()}", flush=True)
@@ -86,6 +87,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 print("\n# the manager sees the decision (GET ...?wait=60 waits for one):")
                 ask("GET", f"/proposals/{proposal_id}")
     hivegen("history", agent)
+
+    # A base flake release reaches every agent: one build, a canary, health checks. In
+    # this one bob's agent crashes on start: he is put back and the rollout stops.
+    print(f"\n# a new release of the base flake ({demo.root / 'hyperhive'}); bob's agent")
+    print("# crashes on it. `upgrade` bumps the lock and rolls out: alice first (the canary),")
+    print("# then bob, who does not come up and is put back; the manager is not reached:")
+    release_base(demo.root, "2", crash=("bob",))
+    hivegen("upgrade", "--canary", agent, expect=ExitCode.FAILED)
     hivegen("status")
     print(
         textwrap.dedent(f"""

@@ -145,3 +145,32 @@ def latest_proposal(config: Config) -> int:
     if not pending:
         raise HivegenError("the demo's proposal was not recorded")
     return pending[-1].id
+
+
+# A new release of the demo's base flake: every agent's system changes, and the agents
+# named crash soon after they start (the simulated host's SIMHOST_BOOT), as a release
+# with a bug would.
+_ROLE_LINE = "environment.variables.HYPERHIVE_ROLE = role;"
+
+
+def release_base(root: Path, version: str, crash: tuple[str, ...] = ()) -> str:
+    """Commit base flake release `version` in the demo at `root`; its commit."""
+    base = root / "hyperhive"
+    crashing = " || ".join(f'label == "{n}"' for n in crash) or "false"
+    text = (base / "flake.nix").read_text()
+    text = text.replace(
+        "base = role: {",
+        'base = role: { config, ... }: let label = config.environment.variables.HIVE_LABEL or ""; '
+        "in {",
+        1,
+    )
+    text = text.replace(
+        _ROLE_LINE,
+        f'{_ROLE_LINE}\n        environment.variables.BASE_VERSION = "{version}";\n'
+        f'        environment.variables.SIMHOST_BOOT = if {crashing} then "crash" else "no";',
+        1,
+    )
+    fsutil.write_atomic(base / "flake.nix", text)
+    git = Git("hivegen demo", "demo@hivegen")
+    git.run(base, "commit", "--quiet", "-am", f"base release {version}")
+    return git.out(base, "rev-parse", "HEAD")
