@@ -88,8 +88,10 @@ def write_base_flake(dest: Path) -> str:
     return f"git+file://{dest}"
 
 
-def write_config(root: Path, hyperhive_flake: str) -> Path:
-    """A hive.toml for a hive at `root/state` on a simulated host at `root/host`."""
+def write_config(root: Path, hyperhive_flake: str, health_address: str = "127.0.0.99") -> Path:
+    """A hive.toml for a hive at `root/state` on a simulated host at `root/host`; its
+    simulated agents' web ports listen on `health_address` (a loopback address: two
+    hives with running agents of one name need two)."""
     host = root / "host"
     path = root / "hive.toml"
     path.write_text(
@@ -99,7 +101,7 @@ def write_config(root: Path, hyperhive_flake: str) -> Path:
         f'systemd_dir = "{host / "etc/systemd/system.control"}"\n'
         f'runtime_root = "{host / "run/hyperhive"}"\n'
         # The simulated agents come up at once: a short settle, their own loopback.
-        f'[health]\nsettle = 0.2\nport_timeout = 5\naddress = "127.0.0.99"\n'
+        f'[health]\nsettle = 0.2\nport_timeout = 5\naddress = "{health_address}"\n'
     )
     return path
 
@@ -121,6 +123,23 @@ def agent_names(count: int, keep_free: Iterable[str] = ()) -> list[str]:
         name = f"a{index:04d}"
         index += 1
         if names.agent_port(name) not in reserved and name not in keep_free:
+            result.append(name)
+    return result
+
+
+def agent_names_own_ports(count: int) -> list[str]:
+    """`count` valid agent names, no two sharing a port: agents that run side by side
+    (a port taken by a running agent stops a rebuild), at most 900."""
+    taken: set[int] = set()
+    result: list[str] = []
+    index = 0
+    while len(result) < count:
+        if index >= 100_000:
+            raise ValueError(f"cannot find {count} agent names with ports of their own")
+        name = f"a{index:04d}"
+        index += 1
+        if names.agent_port(name) not in taken:
+            taken.add(names.agent_port(name))
             result.append(name)
     return result
 
@@ -209,10 +228,12 @@ class BuiltHive:
     sync_seconds: float
 
 
-def build_hive(root: Path, hyperhive_flake: str, agents: Sequence[str]) -> BuiltHive:
+def build_hive(
+    root: Path, hyperhive_flake: str, agents: Sequence[str], health_address: str = "127.0.0.99"
+) -> BuiltHive:
     """A hive at `root` of `agents`, registered, with stopped containers; meta synced."""
     root.mkdir(parents=True, exist_ok=True)
-    config_path = write_config(root, hyperhive_flake)
+    config_path = write_config(root, hyperhive_flake, health_address)
     config = load_config(config_path)
     Hive(config).init()
     started = time.perf_counter()
