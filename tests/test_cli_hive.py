@@ -155,7 +155,6 @@ def test_status_of_names_a_detail_view_and_watch(
     tmp_path: Path, hyperhive_flake: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import signal
-    import time
 
     from tests.conftest import sim_config
 
@@ -184,12 +183,18 @@ def test_status_of_names_a_detail_view_and_watch(
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    time.sleep(1.5)
+    # Interrupted once it has refreshed twice (not after a fixed time: a loaded machine
+    # may take longer than that to start it).
+    assert watch.stdout is not None
+    seen = []
+    for line in watch.stdout:
+        seen.append(line)
+        if sum("every 0.2s: hivegen status" in s for s in seen) >= 2:
+            break
     assert watch.poll() is None
     watch.send_signal(signal.SIGINT)
-    out, err = watch.communicate(timeout=30)
-    assert time.monotonic() < deadline
+    rest, err = watch.communicate(timeout=30)
+    out = "".join(seen) + rest
     assert watch.returncode == 0, err
     assert out.count("every 0.2s: hivegen status") >= 2
     assert "\x1b[" not in out  # not a terminal: no screen clearing
