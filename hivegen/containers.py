@@ -128,8 +128,13 @@ class Host:
             on_output = self.on_output
             prefix = f"[{container}] "
 
+            # An approve builds with flake.lock staged: nix's note that the meta flake's
+            # tree is dirty is expected there, and only noise to the operator.
+            expected = f"warning: Git tree '{self.config.layout.meta}' is dirty"
+
             def sink(line: str) -> None:
-                on_output(prefix + line)
+                if line.strip() != expected:
+                    on_output(prefix + line)
 
         # nixos-container builds with `nix build -o .tmp` in its working directory: run
         # it from a private one, never from wherever the operator happens to be.

@@ -19,8 +19,12 @@ def test_demo_builds_a_running_hive_and_teaches_the_commands(
 ) -> None:
     target = tmp_path / "hive-demo"
     assert main(["demo", str(target)]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     config = target / "hive.toml"
+    # The build output shown is the builds' own: not nix's note on the staged meta lock.
+    assert "[h-alice] reloading container..." in captured.err
+    assert "is dirty" not in captured.err
     for step in ("init", "spawn hm1nd", "spawn alice", "spawn bob", "status"):
         assert f"$ hivegen --config {config} {step}\n" in out
     # The manager proposes through its socket (hivegen serve runs meanwhile) and sees
