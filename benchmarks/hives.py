@@ -216,6 +216,13 @@ def write_confs(config: Config, agents: Sequence[str]) -> None:
         nspawn.conf_path(config, spec.container).write_text(text)
 
 
+def make_bind_sources(config: Config, agents: Sequence[str]) -> None:
+    """Each agent's bind sources (notes, credentials, runtime dirs), as `spawn` leaves
+    them: a rollout switches agents without making them (a rebuild or start does)."""
+    for name in agents:
+        nspawn.verify_binds(config, config.agent(name), create=True)
+
+
 # -- a whole hive --------------------------------------------------------------------------
 
 

@@ -15,10 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks import hives, measure
+from benchmarks import rollout as rollout_bench
 from hivegen import nix
 
 SPAWNED = "spawnee"  # the agent each hive spawns, then rebuilds
 DEFAULT_SIZES = (10, 100, 1000)
+DEFAULT_ROLLOUT_SIZES = (10, 50)
+SUITES = ("hives", "rollout")
 DEFAULT_REPEAT = 7
 LARGE = 1000  # the issue's time targets are stated at N = 1000
 
@@ -26,6 +29,10 @@ STATUS_SECONDS = 0.5
 SYNC_SECONDS = 0.3
 HELP_SECONDS = 0.15
 STATUS_PROCESSES = 2
+# rollout --all against N sequential rebuilds (benchmarks/rollout.py)
+ROLLOUT_EVAL_RATIO = 1.5  # the whole hive's evaluation, in one agent's
+ROLLOUT_WALL_RATIO = 0.3  # of the sequential rebuilds' wall time, at N = ROLLOUT_LARGE
+ROLLOUT_LARGE = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +249,85 @@ def _counted_json(counted: measure.Counted) -> dict[str, object]:
     }
 
 
+def _m(count: int) -> str:
+    return f"{count / 1e6:.1f} M"
+
+
+def _x(ratio: float) -> str:
+    return f"{ratio:.2f}x"
+
+
+def measure_rollout(workdir: Path, n: int, index: int) -> tuple[list[Row], dict[str, object]]:
+    bench = rollout_bench.measure_size(workdir, n, index)
+    rolled, rebuilt, one = bench.rollout, bench.rebuilds, bench.one_agent
+    rn, bn = rolled.nix, rebuilt.nix
+    eval_target = f"≤ {ROLLOUT_EVAL_RATIO:g}x one agent's"
+    large = n >= ROLLOUT_LARGE
+    rows = [
+        Row(
+            "rollout: set-up (hive, first rollout, starts)",
+            n,
+            f"{_s(bench.setup_seconds)}; the heavy base computation alone: "
+            f"{_s(bench.heavy_alone_seconds)} (nix eval)",
+            value=bench.setup_seconds,
+        ),
+        Row(
+            "rollout: nix evaluator processes",
+            n,
+            f"rollout {rn.evaluators}: {rn.system_evaluators} evaluated, "
+            f"{rn.cache_hits} eval-cache hits; rebuilds {bn.evaluators}: "
+            f"{bn.system_evaluators} evaluated, {bn.cache_hits} hits; the heavy base "
+            f"evaluated {rn.heavy_evaluations} vs {bn.heavy_evaluations} times",
+            reference=f"all nix: rollout {rn.processes} ({_tools(rn.by_command)}), "
+            f"{_s(rn.nix_seconds)}; rebuilds {bn.processes} ({_tools(bn.by_command)}), "
+            f"{_s(bn.nix_seconds)}",
+            value=rn.evaluators,
+        ),
+        Row(
+            "rollout: evaluation work (function calls)",
+            n,
+            f"rollout {_m(rn.function_calls)} = {_x(bench.eval_work_ratio)} one agent's "
+            f"{_m(one.function_calls)}; N rebuilds {_m(bn.function_calls)}",
+            eval_target,
+            bench.eval_work_ratio <= ROLLOUT_EVAL_RATIO,
+            f"one installable over all: {_m(bench.shared.function_calls)}, "
+            f"{_s(bench.shared.seconds)}",
+            value=bench.eval_work_ratio,
+        ),
+        Row(
+            "rollout: evaluation time (evaluators' wall)",
+            n,
+            f"rollout {_s(rn.evaluator_seconds)} = {_x(bench.eval_time_ratio)} one agent's "
+            f"{_s(one.evaluator_seconds)} (system evaluations {_s(rn.system_evaluator_seconds)}"
+            f", {rn.cache_hits} hits {_s(rn.cache_hit_seconds)}); N rebuilds "
+            f"{_s(bn.evaluator_seconds)}",
+            eval_target,
+            bench.eval_time_ratio <= ROLLOUT_EVAL_RATIO,
+            f"rollout nix CPU {_s(rn.cpu_seconds)}, rebuilds {_s(bn.cpu_seconds)}",
+            value=bench.eval_time_ratio,
+        ),
+        Row(
+            "rollout: wall time vs N sequential rebuilds",
+            n,
+            f"rollout {_s(rolled.seconds)} = build {_s(rolled.build_seconds)} (nix build "
+            f"{_s(rn.system_evaluator_seconds)}, then {n} path-info) + switches "
+            f"{_s(rolled.seconds - rolled.build_seconds)}; rebuilds {_s(rebuilt.seconds)}: "
+            f"{_x(bench.wall_ratio)}",
+            f"≤ {ROLLOUT_WALL_RATIO:g}x" if large else "—",
+            _check(bench.wall_ratio <= ROLLOUT_WALL_RATIO, large),
+            value=bench.wall_ratio,
+        ),
+        Row(
+            "rollout: all processes",
+            n,
+            f"rollout {_procs(rolled.hivegen_processes, rolled.simulated_processes)}; "
+            f"rebuilds {_procs(rebuilt.hivegen_processes, rebuilt.simulated_processes)}",
+            value=rolled.hivegen_processes,
+        ),
+    ]
+    return rows, bench.as_json()
+
+
 def measure_cli(config_path: Path, repeat: int, workdir: Path) -> list[Row]:
     fresh = measure.Fresh.cached(workdir)
     help_ = measure.median_subprocess(["--help"], repeat, fresh)
@@ -332,7 +418,19 @@ notes:
     grows with N: on Nix 2.8 the lock-file reader is superlinear in the number of inputs.
   rebuild: after a new commit on the agent's applied main (as an approved change leaves).
   hives: applied repos written directly (real git objects + one `git read-tree` each),
-    confs written as nixos-container + hivegen leave them, meta synced once by hivegen."""
+    confs written as nixos-container + hivegen leave them, meta synced once by hivegen.
+  rollout (benchmarks/rollout.py): a manager and N - 1 agents, running, on a base flake
+    with a deliberately heavy pure computation every system forces (the heavy base's cost
+    alone is shown); after a base release, Rollout(all, jobs=4).run(), then after another
+    N sequential Hive.rebuild. Every nix process is recorded by a nix shim first on PATH
+    (hivegen's and the simulated nixos-container's): an evaluator is a nix build / eval /
+    path-info of flake installables; function calls and CPU are nix's own NIX_SHOW_STATS;
+    an "eval-cache hit" made < 10% of the heavy computation's function calls. "One agent's"
+    is the median rebuild's. Times are wall clock; concurrent evaluators' times add up.
+    Nix 2.8 evaluates each installable of one `nix build` on its own (its flake called
+    afresh: nothing shared between them), hence "the heavy base evaluated N times" in
+    the rollout's one build; "one installable over all" is `nix eval --apply` over
+    nixosConfigurations, the whole hive's derivations in one evaluation, for scale."""
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -349,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Build simulated hives of N registered agents and measure status, "
-        "no-op meta sync, spawn, rebuild and CLI start-up against the issue's targets. "
+        "no-op meta sync, spawn, rebuild and CLI start-up, and rollout --all against N "
+        "sequential rebuilds, against the issue's targets. "
         "Exit status 0 when every target is met, 1 otherwise.",
     )
     parser.add_argument(
@@ -365,6 +464,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_REPEAT,
         metavar="K",
         help=f"runs per median (CLI start-up, status, sync; default {DEFAULT_REPEAT})",
+    )
+    parser.add_argument(
+        "--rollout-sizes",
+        type=parse_sizes,
+        default=list(DEFAULT_ROLLOUT_SIZES),
+        metavar="N,N,...",
+        help="hive sizes for rollout --all against N sequential rebuilds (default: 10,50; "
+        "each at least 2)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=SUITES,
+        help="run one suite: hives (status, sync, spawn, rebuild, start-up) or rollout",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     parser.add_argument(
@@ -393,11 +505,52 @@ def _machine() -> dict[str, str]:
     }
 
 
+def _hive_suite(
+    workdir: Path, sizes: Sequence[int], repeat: int
+) -> tuple[list[Row], list[dict[str, object]]]:
+    """status, sync, spawn, rebuild at each size, then CLI start-up (none without sizes)."""
+    rows: list[Row] = []
+    details: list[dict[str, object]] = []
+    if not sizes:
+        return rows, details
+    base = hives.write_base_flake(workdir / "hyperhive")
+    spawn_baseline: list[int] = []
+    for n in sizes:
+        print(f"N = {n}: building and measuring ...", flush=True)
+        hive_started = time.perf_counter()
+        hive_rows, hive_details = measure_hive(workdir, base, n, repeat, spawn_baseline)
+        rows += hive_rows
+        details.append(hive_details)
+        print(f"N = {n}: done in {time.perf_counter() - hive_started:.1f} s", flush=True)
+    rows += measure_cli(workdir / f"hive-{sizes[0]}" / "hive.toml", repeat, workdir)
+    return rows, details
+
+
+def _rollout_suite(
+    workdir: Path, sizes: Sequence[int]
+) -> tuple[list[Row], list[dict[str, object]]]:
+    """rollout --all against N sequential rebuilds at each size."""
+    rows: list[Row] = []
+    details: list[dict[str, object]] = []
+    for index, n in enumerate(sizes):
+        print(f"rollout, N = {n}: building and measuring ...", flush=True)
+        hive_started = time.perf_counter()
+        hive_rows, hive_details = measure_rollout(workdir, n, index)
+        rows += hive_rows
+        details.append(hive_details)
+        print(f"rollout, N = {n}: done in {time.perf_counter() - hive_started:.1f} s", flush=True)
+    return rows, details
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.repeat < 1:
         print("--repeat must be at least 1", file=sys.stderr)
         return 2
+    if any(size < 2 for size in args.rollout_sizes):
+        print("--rollout-sizes must be at least 2 (a manager and an agent)", file=sys.stderr)
+        return 2
+    suites = [args.only] if args.only else list(SUITES)
     started = time.perf_counter()
     if args.workdir is not None:
         workdir = args.workdir.absolute()
@@ -408,27 +561,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         workdir = Path(tempfile.mkdtemp(prefix="hivegen-bench-"))
     machine = _machine()
+    sizes = args.sizes if "hives" in suites else []
+    rollout_sizes = args.rollout_sizes if "rollout" in suites else []
     print(
-        f"hivegen benchmark: sizes {args.sizes}, repeat {args.repeat}, workdir {workdir}\n"
+        f"hivegen benchmark: sizes {sizes}, rollout sizes {rollout_sizes}, "
+        f"repeat {args.repeat}, workdir {workdir}\n"
         f"nix {machine['nix']}, python {machine['python']}, {machine['cpus']} CPUs, "
         f"load average {machine['load']}",
         flush=True,
     )
     try:
         hives.use_offline_nix(workdir)
-        base = hives.write_base_flake(workdir / "hyperhive")
-        rows: list[Row] = []
-        details: list[dict[str, object]] = []
-        spawn_baseline: list[int] = []
-        for n in args.sizes:
-            print(f"N = {n}: building and measuring ...", flush=True)
-            hive_started = time.perf_counter()
-            hive_rows, hive_details = measure_hive(workdir, base, n, args.repeat, spawn_baseline)
-            rows += hive_rows
-            details.append(hive_details)
-            print(f"N = {n}: done in {time.perf_counter() - hive_started:.1f} s", flush=True)
-        cli_config = workdir / f"hive-{args.sizes[0]}" / "hive.toml"
-        rows += measure_cli(cli_config, args.repeat, workdir)
+        rows, details = _hive_suite(workdir, sizes, args.repeat)
+        rollout_rows, rollout_details = _rollout_suite(workdir, rollout_sizes)
+        rows += rollout_rows
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -449,12 +595,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dumps(
                 {
                     "machine": machine,
-                    "sizes": args.sizes,
+                    "sizes": sizes,
+                    "rollout_sizes": rollout_sizes,
                     "repeat": args.repeat,
                     "total_seconds": total,
                     "load_at_end": _load(),
                     "rows": [asdict(row) for row in rows],
                     "hives": details,
+                    "rollouts": rollout_details,
                 },
                 indent=2,
                 ensure_ascii=False,
