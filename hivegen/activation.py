@@ -42,7 +42,8 @@ def activate(hive: Hive, spec: AgentSpec, why: str) -> Activated:
     system it ran, record why (tag unhealthy/<n>) and raise `Unhealthy`."""
     steps = []
     checked = False
-    changed = hive.write_host_files(spec)
+    # Bind sources made first (a reboot empties the runtime root), then conf and limits.
+    changed = hive.refresh_host_files(spec)
     if changed:
         steps.append("nspawn flags or limits changed")
     before = hive.host.system(spec.container)
@@ -58,6 +59,44 @@ def activate(hive: Hive, spec: AgentSpec, why: str) -> Activated:
         steps.append(f"started {spec.container}: an earlier restart was interrupted")
         was_running = True
     if was_running and before is not None and hive.host.system(spec.container) != before:
+        verdict = HealthCheck(hive).check(spec)
+        if not verdict.healthy:
+            raise unhealthy(hive, spec, before, verdict.reason, why)
+        steps.append(f"{spec.name} is up ({verdict.elapsed:.1f}s)")
+        checked = True
+    hive.record_system(spec)
+    return Activated(tuple(steps), checked)
+
+
+def switch(hive: Hive, spec: AgentSpec, system: Path, why: str) -> Activated:
+    """Switch the agent to `system`, built already (a rollout's): its profile set and a
+    running container reloaded onto it, as `nixos-container update` ends, with no
+    evaluation. Then as `activate`: the health check, and back on failure."""
+    steps: list[str] = []
+    changed = hive.refresh_host_files(spec)
+    if changed:
+        steps.append("nspawn flags or limits changed")
+    before = hive.host.system(spec.container)
+    was_running = hive.host.unit_state(spec.container).running
+    try:
+        hive.host.set_system(spec.container, system)
+        if was_running and changed:
+            # A reload applies neither bind mounts nor limits.
+            hive.restart_container(spec)
+            steps.append(f"restarted {spec.container} on {system}")
+        elif was_running:
+            hive.host.reload(spec.container)
+            steps.append(f"switched {spec.container} to {system}")
+        else:
+            steps.append(f"set {spec.container}'s system (it boots it at its next start)")
+    except HivegenError as exc:
+        if before is None:
+            raise
+        raise unhealthy(hive, spec, before, f"its switch failed: {exc.message}", why) from exc
+    if hive.finish_restart(spec):
+        was_running = True
+    checked = False
+    if was_running and before is not None and before != system:
         verdict = HealthCheck(hive).check(spec)
         if not verdict.healthy:
             raise unhealthy(hive, spec, before, verdict.reason, why)

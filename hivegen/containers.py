@@ -215,6 +215,11 @@ class Host:
 
     # -- systemctl ----------------------------------------------------------------------
 
+    def reload(self, container: str) -> None:
+        """`systemctl reload container@<c>`: a running container switches to the system
+        its profile points at (as the end of `nixos-container update`)."""
+        self._run([SYSTEMCTL, "reload", unit_name(container)], container)
+
     def daemon_reload(self) -> None:
         self._run([SYSTEMCTL, "daemon-reload"])
 

@@ -90,33 +90,35 @@ def build_systems(
     names: list[str],
     env: Mapping[str, str | None] | None = None,
     on_line: Callable[[str], None] | None = None,
-    jobs: int = 4,
 ) -> dict[str, Path]:
-    """Build every `names`' system in ONE nix evaluator: what the systems share (the
-    base flake and its nixpkgs) is evaluated once, nix builds them in parallel, and
-    each attribute's evaluation lands in nix's eval cache, where the containers' own
-    `nixos-container update` (the same attribute paths) finds it. The out paths by
-    name; a failure raises with nix's error.
+    """Every `names`' system, built: the out paths by name.
 
-    nix prints the results sorted by derivation, not by installable: each name's out
-    path is then asked of the cache (`nix path-info`, no evaluation), `jobs` at once."""
+    ONE evaluation for all of them: `nix eval` of the flake's `nixosConfigurations`
+    with a function that lists each system's derivation, so that what the systems share
+    (the base flake and its nixpkgs) is evaluated once. Nix 2.8 evaluates each
+    installable of a `nix build` from scratch, so naming the N attributes there would
+    cost N evaluations. Then ONE `nix build` of those derivations, which evaluates
+    nothing and builds them in parallel. A failure of either raises with nix's error."""
     if not names:
         return {}
+    from hivegen.nixlang import nix_str
+
     child_env = {**CHILD_GIT_ENV, **(env or {})}
-    installables = [toplevel(flake_dir, name) for name in names]
-    process.run(
-        [*NIX, "build", "--no-link", "--", *installables],
+    wanted = " ".join(nix_str(name) for name in names)
+    apply = (
+        "cs: map (n: let t = cs.${n}.config.system.build.toplevel; in "
+        f"{{ drv = t.drvPath; out = t.outPath; }}) [ {wanted} ]"
+    )
+    listed = process.run(
+        [*NIX, "eval", "--json", f"{flake_dir}#nixosConfigurations", "--apply", apply],
         process.RunOpts(env=child_env, on_stderr_line=on_line),
     )
-
-    def out_path(installable: str) -> Path:
-        out = process.run(
-            [*NIX, "path-info", "--", installable], process.RunOpts(env=child_env)
-        ).stdout.strip()
-        return Path(out)
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        paths = list(pool.map(out_path, installables))
-    return dict(zip(names, paths, strict=True))
+    systems = json.loads(listed.stdout)
+    if not isinstance(systems, list) or len(systems) != len(names):
+        raise HivegenError(f"nix eval listed {len(systems)} systems for {len(names)} agents")
+    drvs = [str(s["drv"]) for s in systems]
+    process.run(
+        [*NIX, "build", "--no-link", "--", *drvs],
+        process.RunOpts(env=child_env, on_stderr_line=on_line),
+    )
+    return {name: Path(str(s["out"])) for name, s in zip(names, systems, strict=True)}

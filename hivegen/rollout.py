@@ -1,20 +1,21 @@
 """`hivegen rollout`: the committed meta flake to many agents, safely.
 
-1. **Build every target's system first, in one `nix build`** (nix.build_systems): one
-   evaluator shares what the systems share (the base flake and its nixpkgs), nix builds
-   in parallel, and a failure stops the rollout before any container is touched. Each
-   container's own `nixos-container update` then finds its system built, and, the meta
-   flake being committed and locked, its evaluation cached.
+1. **Build every target's system first, with one evaluation** (nix.build_systems): one
+   `nix eval` lists every system's derivation (what the systems share, the base flake
+   and its nixpkgs, is evaluated once), one `nix build` of those derivations builds
+   them in parallel, and a failure stops the rollout before any container is touched.
 2. **A canary first** (the first sub-agent by name unless told; never the manager),
    then the others, `jobs` at a time, **the manager last**.
-3. Each activation is `activation.activate`: switch, health check, and an agent that
-   does not come up is put back on the system it ran (tag `unhealthy/<n>`). The rollout
+3. Each switch is `activation.switch`: the container's profile set to its built system
+   and a running container reloaded onto it (what `nixos-container update` ends with;
+   no second evaluation), the health check, and an agent that does not come up put
+   back on the system it ran (tag `unhealthy/<n>`). The rollout
    then stops, unless `keep_going`; agents not reached are left as they are.
 
 Resumable: the record `<state>/meta/.git/hivegen-rollout` (root's; JSON) names the meta
 commit being rolled out and each agent's phase, written before every step. Re-running
 for the same commit skips the agents already done (up, or put back), checks an agent
-interrupted mid-activation again even when it already runs the new system, and goes on
+interrupted mid-switch again (reloaded onto the new system, then checked), and goes on
 with the rest; doctor reports a record left behind.
 """
 
@@ -151,7 +152,7 @@ class Rollout:
             started = time.monotonic()
             todo = [n for n in order if not steps[n].phase.done]
             built = nix.build_systems(
-                hive.layout.meta, todo, env=hive.host.env, on_line=self.on_output, jobs=self.jobs
+                hive.layout.meta, todo, env=hive.host.env, on_line=self.on_output
             )
             build_seconds = time.monotonic() - started
             for name in todo:
@@ -207,7 +208,7 @@ class Rollout:
             return True
         self._set(commit, steps, name, Phase.ACTIVATING, began=began, before=str(system or ""))
         try:
-            done = activation.activate(hive, spec, "rollout")
+            done = activation.switch(hive, spec, built[name], "rollout")
         except Unhealthy as exc:
             self._set(commit, steps, name, Phase.ROLLED_BACK, began=began, detail=exc.message)
             return False
@@ -223,11 +224,17 @@ class Rollout:
     ) -> bool:
         hive = self.hive
         spec = hive.registered(name)
-        if not hive.host.unit_state(spec.container).running:
-            verdict_ok, reason = False, f"{spec.container} is not running"
-        else:
-            verdict = HealthCheck(hive).check(spec)
-            verdict_ok, reason = verdict.healthy, verdict.reason
+        verdict_ok, reason = False, f"{spec.container} is not running"
+        if hive.host.unit_state(spec.container).running:
+            try:
+                # Whether the reload ran before the kill is not known: again (the same
+                # system: switching to it twice changes nothing).
+                hive.host.reload(spec.container)
+            except HivegenError as exc:
+                reason = f"its switch failed: {exc.message}"
+            else:
+                verdict = HealthCheck(hive).check(spec)
+                verdict_ok, reason = verdict.healthy, verdict.reason
         if verdict_ok:
             hive.record_system(spec)
             self._set(

@@ -186,21 +186,26 @@ def approve_killed_at_tag(config: Path, tmp_path: Path, proposal_id: int) -> Non
 
 
 def killed_while_simulated_call_hangs(
-    config: Path, simulated_root: Path, *args: str, call: int = 1, env: dict[str, str] | None = None
+    config: Path,
+    simulated_root: Path,
+    *args: str,
+    call: int = 1,
+    env: dict[str, str] | None = None,
+    tool: str = "nixos-container",
 ) -> None:
     """Run `hivegen --config CONFIG ARGS` (its own process group) and SIGKILL it while its
-    CALL-th simulated nixos-container call hangs (the simulated host under SIMULATED_ROOT
-    logs the hang)."""
+    CALL-th simulated TOOL call hangs (the simulated host under SIMULATED_ROOT logs the
+    hang)."""
     import signal
     import sys
     import time
 
     log = simulated_root / "log"
     before = log.read_text().count("# injected fault (hang)") if log.exists() else 0
-    (simulated_root / "fault-calls-nixos-container").unlink(missing_ok=True)
+    (simulated_root / f"fault-calls-{tool}").unlink(missing_ok=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "hivegen", "--config", str(config), *args],
-        env={**(env or os.environ), "HIVEGEN_SIMHOST_FAULT": f"nixos-container:{call}:hang"},
+        env={**(env or os.environ), "HIVEGEN_SIMHOST_FAULT": f"{tool}:{call}:hang"},
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

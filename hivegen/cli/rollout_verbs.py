@@ -14,8 +14,10 @@ from hivegen.sanitize import terminal_line
 
 _DESCRIPTION = """\
 Deploy the committed meta flake to many agents at once, safely:
-  1. build every target's system in ONE nix build (one evaluation of what they
-     share; a build failure stops everything before any container is touched);
+  1. evaluate every target's system at once (one nix eval: what they share is
+     evaluated once) and build them in one nix build; a failure stops everything
+     before any container is touched. Each container is then switched to its built
+     system (profile set, reloaded), with no evaluation of its own;
   2. switch a canary first (--canary, default: the first sub-agent by name; never
      the manager), then the others, --jobs at a time, the manager last;
   3. after each switch, the health check of hive.toml's [health]: the unit stays

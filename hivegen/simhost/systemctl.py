@@ -41,7 +41,7 @@ from hivegen.simhost.units import ActiveState, Unit
 
 EXIT_FAILED = 1
 # How long a system asking SIMHOST_BOOT = "crash" runs before its init exits.
-CRASH_AFTER = 0.5
+CRASH_AFTER = 0.1
 EXIT_NOT_ACTIVE = 3
 EXIT_NOT_FOUND = 5
 
@@ -508,7 +508,9 @@ def _reload(host: Host, name: str) -> int:
         _err(f"Job for {name} failed because the control process exited with error code.")
         return EXIT_FAILED
     boot = _boot_behaviour(system)
-    crash_due = time.time() + CRASH_AFTER if boot in ("fail", "crash") else 0.0
+    # A system whose init cannot run takes the container down as it is switched to.
+    crash_after = float(os.environ.get("HIVEGEN_SIMHOST_CRASH_AFTER", CRASH_AFTER))
+    crash_due = time.time() + crash_after if boot in ("fail", "crash") else 0.0
     units.write_unit(host, replace(unit, system=str(system), crash_due=crash_due))
     _journal(host, name, f"{name}: reloaded to {system}")
     ports.ensure_running(host)
