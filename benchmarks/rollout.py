@@ -16,10 +16,10 @@ side by side) is built the quick way (benchmarks/hives.py), rolled out once and 
 (not measured), so that every agent runs a system of the base. Then, each time after a
 new base release that changes every system (committed, then `meta update hyperhive`):
 
-1. `Rollout(hive, every agent, jobs=4).run()`: one `nix build` of every system, one
-   `nix path-info` per agent, then each container's `nixos-container update` (whose
-   `nix build` of the same attribute should find it in nix's eval cache), a canary first,
-   the manager last, each switch health-checked;
+1. `Rollout(hive, every agent, jobs=4).run()`: one `nix eval` listing every system's
+   derivation (one evaluation for the hive), one `nix build` of those derivations, then
+   each container switched to its built system (`nix-env --set`, `systemctl reload`: no
+   evaluation), a canary first, the manager last, each switch health-checked;
 2. after another release, `hive.rebuild(name)` for every agent, one after the other:
    each its own `nixos-container update`, hence its own evaluation.
 
@@ -184,7 +184,7 @@ class Measured:
     nix: NixFigures
     # Sequential rebuilds only: each rebuild's own nix figures, in order.
     per_agent: tuple[NixFigures, ...] = ()
-    build_seconds: float = 0.0  # the rollout's one build (nix build + path-infos)
+    build_seconds: float = 0.0  # the rollout's evaluation and build (nix eval + nix build)
 
 
 @dataclass(frozen=True, slots=True)

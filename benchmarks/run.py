@@ -309,8 +309,8 @@ def measure_rollout(workdir: Path, n: int, index: int) -> tuple[list[Row], dict[
         Row(
             "rollout: wall time vs N sequential rebuilds",
             n,
-            f"rollout {_s(rolled.seconds)} = build {_s(rolled.build_seconds)} (nix build "
-            f"{_s(rn.system_evaluator_seconds)}, then {n} path-info) + switches "
+            f"rollout {_s(rolled.seconds)} = build {_s(rolled.build_seconds)} (its evaluators "
+            f"{_s(rn.system_evaluator_seconds)}) + switches "
             f"{_s(rolled.seconds - rolled.build_seconds)}; rebuilds {_s(rebuilt.seconds)}: "
             f"{_x(bench.wall_ratio)}",
             f"≤ {ROLLOUT_WALL_RATIO:g}x" if large else "—",
@@ -428,9 +428,9 @@ notes:
     an "eval-cache hit" made < 10% of the heavy computation's function calls. "One agent's"
     is the median rebuild's. Times are wall clock; concurrent evaluators' times add up.
     Nix 2.8 evaluates each installable of one `nix build` on its own (its flake called
-    afresh: nothing shared between them), hence "the heavy base evaluated N times" in
-    the rollout's one build; "one installable over all" is `nix eval --apply` over
-    nixosConfigurations, the whole hive's derivations in one evaluation, for scale."""
+    afresh: nothing shared between them), so the rollout lists every system's derivation
+    with one `nix eval --apply` over nixosConfigurations and builds those; "one
+    installable over all" is that evaluation measured alone, for scale."""
 
 
 def parse_sizes(text: str) -> list[int]:
