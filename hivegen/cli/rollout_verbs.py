@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
-import time
 from typing import Any
 
 from hivegen.cli.common import _Formatter, _hive, _print_json
@@ -74,11 +72,16 @@ class _Progress:
     """One line per agent and phase, as it changes (from several threads)."""
 
     def __init__(self, quiet: bool) -> None:
+        import threading
+        import time
+
         self.quiet = quiet
         self.lock = threading.Lock()
         self.started = time.monotonic()
 
     def step(self, step: Any) -> None:
+        import time
+
         if self.quiet:
             return
         detail = f"  {terminal_line(step.detail)}" if step.detail and not step.phase.done else ""
