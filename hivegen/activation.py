@@ -40,8 +40,7 @@ def activate(hive: Hive, spec: AgentSpec, why: str) -> Activated:
     """Build the agent's system from the meta flake as it is and switch to it; if the
     agent was running and does not come up on it (health.py), put it back on the
     system it ran, record why (tag unhealthy/<n>) and raise `Unhealthy`."""
-    steps = []
-    checked = False
+    steps: list[str] = []
     # Bind sources made first (a reboot empties the runtime root), then conf and limits.
     changed = hive.refresh_host_files(spec)
     if changed:
@@ -58,7 +57,24 @@ def activate(hive: Hive, spec: AgentSpec, why: str) -> Activated:
     elif hive.finish_restart(spec):
         steps.append(f"started {spec.container}: an earlier restart was interrupted")
         was_running = True
-    if was_running and before is not None and hive.host.system(spec.container) != before:
+    new = hive.host.system(spec.container)
+    return _checked(hive, spec, before, new, was_running=was_running, steps=steps, why=why)
+
+
+def _checked(
+    hive: Hive,
+    spec: AgentSpec,
+    before: Path | None,
+    new: Path | None,
+    *,
+    was_running: bool,
+    steps: list[str],
+    why: str,
+) -> Activated:
+    """The health check of an agent that ran and now runs another system (else none),
+    `unhealthy` when it is not up; its system record written when it is."""
+    checked = False
+    if was_running and before is not None and new != before:
         verdict = HealthCheck(hive).check(spec)
         if not verdict.healthy:
             raise unhealthy(hive, spec, before, verdict.reason, why)
@@ -95,15 +111,7 @@ def switch(hive: Hive, spec: AgentSpec, system: Path, why: str) -> Activated:
         raise unhealthy(hive, spec, before, f"its switch failed: {exc.message}", why) from exc
     if hive.finish_restart(spec):
         was_running = True
-    checked = False
-    if was_running and before is not None and before != system:
-        verdict = HealthCheck(hive).check(spec)
-        if not verdict.healthy:
-            raise unhealthy(hive, spec, before, verdict.reason, why)
-        steps.append(f"{spec.name} is up ({verdict.elapsed:.1f}s)")
-        checked = True
-    hive.record_system(spec)
-    return Activated(tuple(steps), checked)
+    return _checked(hive, spec, before, system, was_running=was_running, steps=steps, why=why)
 
 
 def unhealthy(hive: Hive, spec: AgentSpec, before: Path, reason: str, why: str) -> Unhealthy:

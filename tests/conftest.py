@@ -87,6 +87,16 @@ def hyperhive_flake(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"git+file://{repo}"
 
 
+def own_base(tmp_path: Path) -> tuple[str, Path]:
+    """A hyperhive base flake of one test's own, which it may release new versions of
+    (the session's `hyperhive_flake` is shared): its URL and its repo."""
+    repo = tmp_path / "hyperhive"
+    shutil.copytree(FIXTURES / "hyperhive", repo)
+    (repo / "system.nix").write_text(f'"{nix_system()}"\n')
+    commit_dir(repo)
+    return f"git+file://{repo}", repo
+
+
 def nix_parse(paths: list[Path]) -> None:
     """Parse every file with real `nix-instantiate --parse`; fail naming the file."""
     for path in paths:

@@ -8,13 +8,11 @@ server binds.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +20,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hivegen.serve.client import UnixConnection
 
 READY = "agent sockets:"
 
@@ -36,22 +36,6 @@ class Reply:
         return json.loads(self.body)
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("hive", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        fd = os.open(self.unix_path.parent, os.O_PATH | os.O_DIRECTORY)
-        try:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout)
-            sock.connect(f"/proc/self/fd/{fd}/{self.unix_path.name}")
-        finally:
-            os.close(fd)
-        self.sock = sock
-
-
 def request(
     path: Path,
     method: str,
@@ -63,7 +47,8 @@ def request(
     timeout: float = 30.0,
 ) -> Reply:
     """One HTTP request over the unix socket at `path` (JSON `body`, or `raw` bytes)."""
-    connection = _UnixConnection(path, timeout)
+    # hivegen's own client connection (through the directory's fd: long paths work).
+    connection = UnixConnection(path, timeout)
     data = raw if raw is not None else None if body is None else json.dumps(body).encode()
     sent = {"Content-Type": "application/json", **(headers or {})}
     try:

@@ -3,7 +3,6 @@ a rebuild or a deploy clears it, and reading it starts no process."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from hivegen import builtfrom, process
@@ -11,16 +10,7 @@ from hivegen.config import load_config
 from hivegen.hive import Hive
 from hivegen.proposals import Proposals
 from hivegen.status import status_json
-from tests.conftest import FIXTURES, commit_dir, nix_system, sim_config
-
-
-def own_base(tmp_path: Path) -> tuple[str, Path]:
-    """A hyperhive flake of this test's own (the session's is shared)."""
-    repo = tmp_path / "hyperhive"
-    shutil.copytree(FIXTURES / "hyperhive", repo)
-    (repo / "system.nix").write_text(f'"{nix_system()}"\n')
-    commit_dir(repo)
-    return f"git+file://{repo}", repo
+from tests.conftest import commit_dir, own_base, sim_config
 
 
 def test_a_base_bump_marks_agents_until_they_are_rebuilt(tmp_path: Path) -> None:

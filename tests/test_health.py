@@ -4,7 +4,6 @@ does not come up is put back on the system the agent ran, and says why."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from hivegen.config import load_config
 from hivegen.hive import Hive
 from hivegen.proposals import BuildFailed, Proposals
 from hivegen.store import ProposalStatus
-from tests.conftest import FIXTURES, commit_dir, git, nix_system, sim_config
+from tests.conftest import commit_dir, git, own_base, sim_config
 
 GOOD = '{ ... }: { environment.variables.GREETING = "hello"; }\n'
 CRASHES = '{ ... }: { environment.variables.SIMHOST_BOOT = "crash"; }\n'
@@ -89,14 +88,6 @@ def test_a_stopped_agent_is_not_checked(hive: Hive) -> None:
     assert deployment.proposal.status is ProposalStatus.DEPLOYED
     assert not any("is up" in step for step in deployment.steps)
     assert process.started_count() > started
-
-
-def own_base(tmp_path: Path) -> tuple[str, Path]:
-    repo = tmp_path / "hyperhive"
-    shutil.copytree(FIXTURES / "hyperhive", repo)
-    (repo / "system.nix").write_text(f'"{nix_system()}"\n')
-    commit_dir(repo)
-    return f"git+file://{repo}", repo
 
 
 def test_a_rebuild_onto_a_bad_base_is_put_back_and_recorded(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from tests.conftest import (
     commit_dir,
     git,
     killed_while_simulated_call_hangs,
-    nix_system,
+    own_base,
     sim_config,
 )
 
@@ -32,11 +31,7 @@ BASE_LINE = "environment.variables.HYPERHIVE_ROLE = role;"
 
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
-    repo = tmp_path / "hyperhive"
-    shutil.copytree(FIXTURES / "hyperhive", repo)
-    (repo / "system.nix").write_text(f'"{nix_system()}"\n')
-    commit_dir(repo)
-    return repo
+    return own_base(tmp_path)[1]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ class Answer:
         return json.loads(self.body)
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: Path, timeout: float) -> None:
         super().__init__("hive", timeout=timeout)
         self.unix_path = path
@@ -43,7 +43,7 @@ class _UnixConnection(http.client.HTTPConnection):
 
 def ask(path: Path, method: str, url: str, body: object = None, *, timeout: float = 60.0) -> Answer:
     """One HTTP request over the unix socket at `path`, with a JSON body if given."""
-    connection = _UnixConnection(path, timeout)
+    connection = UnixConnection(path, timeout)
     data = None if body is None else json.dumps(body).encode()
     try:
         connection.request(method, url, body=data, headers={"Content-Type": "application/json"})
