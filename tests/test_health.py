@@ -18,6 +18,7 @@ from tests.conftest import commit_dir, git, own_base, sim_config
 
 GOOD = '{ ... }: { environment.variables.GREETING = "hello"; }\n'
 CRASHES = '{ ... }: { environment.variables.SIMHOST_BOOT = "crash"; }\n'
+EXITS_AT_ONCE = '{ ... }: { environment.variables.SIMHOST_BOOT = "fail"; }\n'
 NO_PORT = '{ ... }: { environment.variables.SIMHOST_PORT = "closed"; }\n'
 
 
@@ -49,6 +50,7 @@ def test_a_healthy_deploy_says_so(hive: Hive) -> None:
     ("agent_nix", "reason"),
     [
         (CRASHES, r"h-alice (is not running|stopped within 0\.2s of its start)"),
+        (EXITS_AT_ONCE, r"h-alice (is not running|stopped within 0\.2s of its start)"),
         (NO_PORT, r"accepted no connection within 3s"),
     ],
 )

@@ -280,6 +280,10 @@ def _start(host: Host, opts: Opts, name: str, *, restart: bool) -> int:
         # A dead unit was garbage-collected: this start loads it afresh from disk.
         limits = units.read_limits(host, name)[0]
     problem, launched = _launch(host, container)
+    boot = _boot_behaviour(Path(launched.system)) if launched is not None else ""
+    if problem is None and boot == "fail":
+        # Its init exits before it tells systemd-nspawn it is up: the start job fails.
+        problem = "the container's init exited at once"
     if problem is not None:
         _journal(host, name, f"{name}: {problem}")
         failed = Unit(name, ActiveState.FAILED, "exit-code", loaded=limits, starts=unit.starts)
@@ -289,16 +293,6 @@ def _start(host: Host, opts: Opts, name: str, *, restart: bool) -> int:
         _job_failed(name)
         return EXIT_FAILED
     assert launched is not None
-    boot = _boot_behaviour(Path(launched.system))
-    if boot == "fail":
-        # Its init exits before it tells systemd-nspawn it is up: the start job fails.
-        _journal(host, name, f"{name}: the container's init exited at once")
-        failed = Unit(name, ActiveState.FAILED, "exit-code", loaded=limits, starts=unit.starts)
-        units.write_unit(host, replace(failed, invocation_id=_new_invocation_id()))
-        if opts.no_block:
-            return 0
-        _job_failed(name)
-        return EXIT_FAILED
     crash_after = float(os.environ.get("HIVEGEN_SIMHOST_CRASH_AFTER", CRASH_AFTER))
     started = replace(
         launched,
