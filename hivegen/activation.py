@@ -40,13 +40,7 @@ def activate(hive: Hive, spec: AgentSpec, why: str) -> Activated:
     """Build the agent's system from the meta flake as it is and switch to it; if the
     agent was running and does not come up on it (health.py), put it back on the
     system it ran, record why (tag unhealthy/<n>) and raise `Unhealthy`."""
-    steps: list[str] = []
-    # Bind sources made first (a reboot empties the runtime root), then conf and limits.
-    changed = hive.refresh_host_files(spec)
-    if changed:
-        steps.append("nspawn flags or limits changed")
-    before = hive.host.system(spec.container)
-    was_running = hive.host.unit_state(spec.container).running
+    steps, changed, before, was_running = _prepare(hive, spec)
     hive.host.update(spec.container, hive.host.flake_ref(spec.name))
     steps.append(f"rebuilt {spec.container}")
     # `update` reloads a running container, which does not apply bind mounts or
@@ -59,6 +53,15 @@ def activate(hive: Hive, spec: AgentSpec, why: str) -> Activated:
         was_running = True
     new = hive.host.system(spec.container)
     return _checked(hive, spec, before, new, was_running=was_running, steps=steps, why=why)
+
+
+def _prepare(hive: Hive, spec: AgentSpec) -> tuple[list[str], bool, Path | None, bool]:
+    """Before a switch: bind sources made (a reboot empties the runtime root), conf and
+    limits written; (steps, whether those changed, the system it runs, whether it runs)."""
+    changed = hive.refresh_host_files(spec)
+    steps = ["nspawn flags or limits changed"] if changed else []
+    before = hive.host.system(spec.container)
+    return steps, changed, before, hive.host.unit_state(spec.container).running
 
 
 def _checked(
@@ -88,12 +91,7 @@ def switch(hive: Hive, spec: AgentSpec, system: Path, why: str) -> Activated:
     """Switch the agent to `system`, built already (a rollout's): its profile set and a
     running container reloaded onto it, as `nixos-container update` ends, with no
     evaluation. Then as `activate`: the health check, and back on failure."""
-    steps: list[str] = []
-    changed = hive.refresh_host_files(spec)
-    if changed:
-        steps.append("nspawn flags or limits changed")
-    before = hive.host.system(spec.container)
-    was_running = hive.host.unit_state(spec.container).running
+    steps, changed, before, was_running = _prepare(hive, spec)
     try:
         hive.host.set_system(spec.container, system)
         if was_running and changed:

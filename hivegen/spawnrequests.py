@@ -135,7 +135,16 @@ class SpawnRequests:
                 f"{len(queued)} spawn requests are already queued (at most {MAX_QUEUED})",
                 hint="wait for the operator to answer them",
             )
-        request = SpawnRequest(name, RequestState.QUEUED, time.time())
+        return self._save(SpawnRequest(name, RequestState.QUEUED, time.time()))
+
+    def resolve(self, name: str, state: RequestState, note: str = "") -> SpawnRequest | None:
+        """Mark a queued request spawned or dismissed; None when none is queued."""
+        current = self.get(name)
+        if current is None or current.state is not RequestState.QUEUED:
+            return None
+        return self._save(SpawnRequest(name, state, current.requested, time.time(), note))
+
+    def _save(self, request: SpawnRequest) -> SpawnRequest:
         fd = self._dir(create=True)
         assert fd is not None
         try:
@@ -143,17 +152,3 @@ class SpawnRequests:
         finally:
             os.close(fd)
         return request
-
-    def resolve(self, name: str, state: RequestState, note: str = "") -> SpawnRequest | None:
-        """Mark a queued request spawned or dismissed; None when none is queued."""
-        current = self.get(name)
-        if current is None or current.state is not RequestState.QUEUED:
-            return None
-        done = SpawnRequest(name, state, current.requested, time.time(), note)
-        fd = self._dir(create=True)
-        assert fd is not None
-        try:
-            self._write(fd, done)
-        finally:
-            os.close(fd)
-        return done
