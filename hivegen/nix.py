@@ -79,12 +79,6 @@ def parse_files(paths: list[Path]) -> process.CmdOut:
     )
 
 
-def toplevel(flake_dir: Path, name: str) -> str:
-    """The installable of `nixosConfigurations.<name>`'s system, as nixos-container
-    builds it (the same attribute path: its evaluation is what nix caches)."""
-    return f'{flake_dir}#nixosConfigurations."{name}".config.system.build.toplevel'
-
-
 def build_systems(
     flake_dir: Path,
     names: list[str],

@@ -64,7 +64,6 @@ class Phase(StrEnum):
 class AgentStep:
     name: str
     phase: Phase = Phase.WAITING
-    started: float | None = None
     elapsed: float = 0.0
     detail: str = ""
     # The system it ran before its activation: what an interrupted one is put back on.

@@ -109,6 +109,3 @@ class Context:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return job
-
-    def running_jobs(self) -> list[Job]:
-        return [j for j in self.jobs.values() if j.finished is None]
