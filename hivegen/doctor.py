@@ -100,15 +100,16 @@ class Doctor:
         return findings
 
     def _rollout(self) -> list[Finding]:
-        from hivegen.rollout import read_record
+        from hivegen.rollout import Phase, read_record
 
         record = read_record(self.hive)
         if record is None:
             return []
         agents = record.get("agents", {})
         phases = {n: str(e.get("phase")) for n, e in agents.items() if isinstance(e, dict)}
-        done = [n for n, p in phases.items() if p in ("healthy", "unchanged", "updated (stopped)")]
-        caught = sorted(n for n, p in phases.items() if p == "activating")
+        known = {n: Phase(p) for n, p in phases.items() if p in set(Phase)}
+        done = [n for n, p in known.items() if p.done]
+        caught = sorted(n for n, p in known.items() if p is Phase.ACTIVATING)
         commit = str(record.get("meta_commit", "?"))[:12]
         message = (
             f"a rollout of meta {commit} was interrupted: {len(done)} of {len(phases)} agents done"
