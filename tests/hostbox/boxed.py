@@ -10,7 +10,15 @@ The box sees the hive's directory at the same path (the conf's bind sources are 
 paths), the conf dir at /etc/nixos-containers, the drop-in dir at
 /etc/systemd/system.control, and the simulated host's containers dir at
 /var/lib/nixos-containers, where the unit makes each container's root and where
-`nixos-container destroy` removes it.
+`nixos-container destroy` removes it; the simulated host's profiles at
+/nix/var/nix/profiles/per-container and the host's /nix/store (read-only), which a
+container whose system has an init boots from (box/container-start).
+
+hivegen itself reads each container's profile at /nix/var/nix/profiles/per-container,
+as on NixOS. A hive made with `nixos_profiles=True` runs hivegen in a mount namespace
+of its own where that path is the simulated host's profiles dir: the health checks and
+the put-back on the previous system then see, and set, the profiles the box's
+containers boot. (Without it hivegen finds no profile there, and checks no switch.)
 """
 
 from __future__ import annotations
@@ -67,6 +75,11 @@ class Dirs:
         return self.host / "containers"
 
     @property
+    def profiles(self) -> Path:
+        """The simulated host's /nix/var/nix/profiles/per-container."""
+        return self.host / "profiles" / "per-container"
+
+    @property
     def bin(self) -> Path:
         return self.top / "bin"
 
@@ -86,12 +99,15 @@ class BoxedHive:
     dirs: Dirs
     config: Path
     env: dict[str, str]
+    nixos_profiles: bool = False
 
     def run_hivegen(
         self, *args: str, config: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run the hivegen CLI on the host, whatever it exits with."""
         argv = [sys.executable, "-m", "hivegen", "--config", str(config or self.config), *args]
+        if self.nixos_profiles:
+            argv = [*in_profiles_namespace(self.dirs.profiles), *argv]
         return subprocess.run(
             argv, env=self.env, capture_output=True, text=True, check=False, timeout=300
         )
@@ -216,11 +232,40 @@ def install_nixos_container(dirs: Dirs) -> None:
     shutil.rmtree(scratch.parent)
 
 
+NATIVE_PROFILES = Path("/nix/var/nix/profiles/per-container")
+
+
+def in_profiles_namespace(profiles: Path) -> list[str]:
+    """An argv prefix: run the command in a private mount namespace where NixOS's
+    profiles dir is `profiles` (the host's own is left as it was: an empty dir, made
+    if it is missing, is the only trace)."""
+    NATIVE_PROFILES.mkdir(mode=0o755, parents=True, exist_ok=True)
+    script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+    return [
+        "/usr/bin/unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        script,
+        "sh",
+        str(profiles),
+        str(NATIVE_PROFILES),
+    ]
+
+
 @contextlib.contextmanager
 def boxed_hive(
-    rootfs: Path, top: Path, hyperhive_flake: str, extra_config: str = ""
+    rootfs: Path,
+    top: Path,
+    hyperhive_flake: str,
+    extra_config: str = "",
+    *,
+    nixos_profiles: bool = False,
 ) -> Iterator[BoxedHive]:
     dirs = Dirs(top)
+    dirs.profiles.mkdir(mode=0o755, parents=True, exist_ok=True)
     for path in (dirs.conf_dir, dirs.systemd_dir, dirs.runtime_root, dirs.state):
         path.mkdir(mode=0o755, parents=True, exist_ok=True)
     dirs.containers.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -232,10 +277,12 @@ def boxed_hive(
         Bind(dirs.conf_dir, "/etc/nixos-containers"),
         Bind(dirs.systemd_dir, "/etc/systemd/system.control"),
         Bind(dirs.containers, "/var/lib/nixos-containers"),
+        Bind(dirs.profiles, str(NATIVE_PROFILES)),
+        Bind(Path("/nix/store"), "/nix/store", read_only=True),
     ]
     with Box(rootfs, binds, top / "box.log") as box:
         box.install_systemctl(dirs.bin)
-        yield BoxedHive(box, dirs, config, hivegen_env(dirs))
+        yield BoxedHive(box, dirs, config, hivegen_env(dirs), nixos_profiles)
 
 
 def expected_binds(boxed: BoxedHive, name: str, *, manager: bool) -> dict[str, tuple[str, str]]:
