@@ -7,7 +7,15 @@ import argparse
 import sys
 from typing import Any
 
-from hivegen.cli.common import PROG, _confirm, _hive, _print_json, _print_table, _short
+from hivegen.cli.common import (
+    PROG,
+    _confirm,
+    _hive,
+    _load_config,
+    _print_json,
+    _print_table,
+    _short,
+)
 from hivegen.errors import ExitCode, UsageError
 from hivegen.sanitize import terminal_line
 
@@ -51,6 +59,15 @@ def _cmd_lifecycle(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    if args.names_only:
+        from hivegen import registry
+
+        # The registry alone, as files (no root check, no lock, no process): shell
+        # completion runs it on every TAB, as the operator. Its names are validated
+        # agent names, so nothing here can drive the terminal or the shell.
+        for name in registry.registered_agents(_load_config(args)):
+            print(name)
+        return ExitCode.OK
     agents = _hive(args).agents()
     rows = [
         {"name": a.name, "container": a.container, "role": str(a.role), "port": a.port}

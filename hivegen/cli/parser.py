@@ -246,6 +246,12 @@ def _add_agent_commands(sub: Any) -> None:
         description="Name, container, role and port of every registered agent.",
     )
     listing.add_argument("--json", action="store_true", help="print a JSON array")
+    listing.add_argument(
+        "--names",
+        dest="names_only",
+        action="store_true",
+        help="print only the names, one a line (for scripts and shell completion)",
+    )
     listing.set_defaults(handler=_cmd_list)
     status = sub.add_parser(
         "status",

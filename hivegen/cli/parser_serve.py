@@ -1,5 +1,5 @@
 """The long-running verbs' arguments and help: serve, mcp (handlers: serve_verbs) and
-demo (demo_verb)."""
+demo (demo_verb); then the last verbs --help lists, completion and man (shell_verbs)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from hivegen.cli.common import _Formatter
 from hivegen.cli.demo_verb import _cmd_demo
 from hivegen.cli.serve_verbs import _cmd_mcp, _cmd_serve
+from hivegen.cli.shell_verbs import _add_shell_commands
 
 
 def _add_serve_commands(sub: Any) -> None:
@@ -98,3 +99,4 @@ def _add_serve_commands(sub: Any) -> None:
         "there is replaced, anything else is refused)",
     )
     demo.set_defaults(handler=_cmd_demo)
+    _add_shell_commands(sub)
