@@ -27,7 +27,18 @@
           src = self;
           # As pyproject.toml's [build-system]: the pypa build hook runs without isolation.
           build-system = with pkgs.python3Packages; [ setuptools wheel ];
-          dependencies = with pkgs.python3Packages; [ aiohttp jinja2 pygments ];
+          dependencies = with pkgs.python3Packages; [ aiohttp jinja2 pygments shtab ];
+          # Completions and hivegen(1), generated from the parser by the built hivegen
+          # (the install hook has put $out's site-packages on PYTHONPATH by now).
+          nativeBuildInputs = [ pkgs.installShellFiles ];
+          postInstall = ''
+            installShellCompletion --cmd hivegen \
+              --bash <($out/bin/hivegen completion bash) \
+              --zsh <($out/bin/hivegen completion zsh) \
+              --fish <($out/bin/hivegen completion fish)
+            $out/bin/hivegen man > hivegen.1
+            installManPage hivegen.1
+          '';
           nativeCheckInputs = [ pkgs.python3Packages.pytestCheckHook pkgs.python3Packages.hypothesis pkgs.git pkgs.nix ];
           # The suite drives a real nix store and git repos: run it in CI, not in the sandbox.
           doCheck = false;
@@ -40,7 +51,7 @@
           meta.mainProgram = "hivegen";
           passthru.tests.unit = pkgs.runCommand "hivegen-unit-tests" {
             nativeBuildInputs = [
-              (pkgs.python3.withPackages (ps: with ps; [ aiohttp jinja2 pygments pytest hypothesis ]))
+              (pkgs.python3.withPackages (ps: with ps; [ aiohttp jinja2 pygments shtab pytest hypothesis ]))
             ];
           } ''
             cp -r ${self} src && chmod -R u+w src && cd src
@@ -76,7 +87,7 @@
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           packages = [
-            (pkgs.python3.withPackages (ps: with ps; [ aiohttp jinja2 pygments pytest hypothesis mypy types-pygments ]))
+            (pkgs.python3.withPackages (ps: with ps; [ aiohttp jinja2 pygments shtab pytest hypothesis mypy types-pygments ]))
             pkgs.ruff
             pkgs.git
             pkgs.nix

@@ -276,6 +276,9 @@ in
       message = "services.hivegen.settings.agents.${builtins.toJSON name}: invalid agent name (a lowercase letter, then up to 8 of a-z 0-9 -; or the manager's name)";
     }) (builtins.attrNames cfg.settings.agents);
 
+    # On the operator's PATH, with its completions and hivegen(1): NixOS links every system
+    # package's share/bash-completion, share/zsh, share/fish and share/man (the shells'
+    # completion and documentation.man options, on by default).
     environment.systemPackages = [ cfg.package ];
     environment.etc."hivegen/hive.toml".text = hiveToml;
 
