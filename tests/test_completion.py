@@ -197,6 +197,9 @@ def test_zsh_and_fish_scripts(tmp_path: Path, hive: Path) -> None:
     fish = completion_script(build_parser(), Shell.FISH)
     assert "complete -c hivegen" in fish
     assert "(_hivegen_agents)" in fish
+    # Each verb described by its one-line --help summary, not a cut description.
+    assert "deny:'refuse a proposal'" in zsh
+    assert "-a deny -d 'refuse a proposal'" in fish
     # Only where the shell is installed (CI does not install either).
     if shutil.which("zsh"):
         (tmp_path / "_hivegen").write_text(zsh)

@@ -92,8 +92,9 @@ def completion_script(parser: argparse.ArgumentParser, shell: Shell) -> str:
 
 
 def _annotate(parser: argparse.ArgumentParser, kinds: dict[str, Any], verb: str | None) -> None:
-    """Tell shtab what each argument completes to (its `complete` attribute): agent
-    names, files for PATH (--config, --socket, --token-file), directories for DIR."""
+    """Tell shtab what each argument of this throwaway parser completes to (its
+    `complete` attribute): agent names, files for PATH (--config, --socket,
+    --token-file), directories for DIR."""
     for action in parser._actions:
         if action.nargs == 0:
             continue  # a flag: nothing follows it
@@ -103,4 +104,7 @@ def _annotate(parser: argparse.ArgumentParser, kinds: dict[str, Any], verb: str 
             action.complete = kinds[action.metavar]  # type: ignore[attr-defined]
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
+                # zsh and fish describe a verb by its description's first line, which is
+                # cut mid-sentence: without it they show its one-line --help summary.
+                sub.description = None
                 _annotate(sub, kinds, verb or name)
