@@ -41,6 +41,10 @@ class RunOpts:
     check: bool = True
     # Called with each stderr line as it arrives (long nix builds show progress).
     on_stderr_line: Callable[[str], None] | None = None
+    # Called with each stdout line (split on "\n" only, without it) as it arrives, on
+    # the calling thread, for output that may never end (`journalctl --follow`): such
+    # lines are not kept, CmdOut.stdout is then empty. Takes no timeout.
+    on_stdout_line: Callable[[str], None] | None = None
     timeout: float | None = None
 
 
@@ -99,6 +103,8 @@ def run(argv: Sequence[str], opts: RunOpts | None = None) -> CmdOut:
     cmd = tuple(argv)
     if not cmd:
         raise ValueError("empty argv")
+    if opts.on_stdout_line is not None and opts.timeout is not None:
+        raise ValueError("on_stdout_line takes no timeout")
     where = f" (in {opts.cwd})" if opts.cwd else ""
     log.info("$ %s%s", quote_argv(cmd), where)
     _started.bump()
@@ -119,13 +125,11 @@ def run(argv: Sequence[str], opts: RunOpts | None = None) -> CmdOut:
         raise HivegenError(f"cannot run {cmd[0]!r}: {exc.strerror}") from exc
 
     try:
-        if opts.on_stderr_line is None:
+        if opts.on_stderr_line is None and opts.on_stdout_line is None:
             raw_out, raw_err = proc.communicate(_encode(opts.input), timeout=opts.timeout)
             stdout, stderr = _decode(raw_out), _text_lines(_decode(raw_err))
         else:
-            stdout, stderr = _communicate_streaming(
-                proc, opts.input, opts.on_stderr_line, opts.timeout
-            )
+            stdout, stderr = _communicate_streaming(proc, opts)
     except subprocess.TimeoutExpired as exc:
         proc.kill()
         proc.wait()
@@ -166,14 +170,10 @@ def _text_lines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _communicate_streaming(
-    proc: subprocess.Popen[bytes],
-    input_text: str | None,
-    on_line: Callable[[str], None],
-    timeout: float | None,
-) -> tuple[str, str]:
+def _communicate_streaming(proc: subprocess.Popen[bytes], opts: RunOpts) -> tuple[str, str]:
     assert proc.stdout is not None
     assert proc.stderr is not None
+    on_stderr, on_stdout = opts.on_stderr_line, opts.on_stdout_line
     stderr_lines: deque[str] = deque()
     stdout_chunks: list[bytes] = []
 
@@ -182,23 +182,41 @@ def _communicate_streaming(
         for raw in proc.stderr:
             for line in _text_lines(_decode(raw)).rstrip("\n").split("\n"):
                 stderr_lines.append(line)
-                on_line(line)
+                if on_stderr is not None:
+                    on_stderr(line)
 
     def pump_stdout() -> None:
         assert proc.stdout is not None
         stdout_chunks.append(proc.stdout.read())
 
-    threads = [
-        threading.Thread(target=pump_stderr, daemon=True),
-        threading.Thread(target=pump_stdout, daemon=True),
-    ]
+    def feed_stdin() -> None:
+        assert proc.stdin is not None
+        if opts.input:
+            proc.stdin.write(_encode(opts.input) or b"")
+        proc.stdin.close()
+
+    threads = [threading.Thread(target=pump_stderr, daemon=True)]
+    if on_stdout is None:
+        threads.append(threading.Thread(target=pump_stdout, daemon=True))
+    if proc.stdin is not None:
+        threads.append(threading.Thread(target=feed_stdin, daemon=True))
     for thread in threads:
         thread.start()
-    if proc.stdin is not None:
-        if input_text:
-            proc.stdin.write(_encode(input_text) or b"")
-        proc.stdin.close()
-    proc.wait(timeout=timeout)
+    try:
+        if on_stdout is not None:
+            # Here, not in a thread: Ctrl-C and a closed stdout (BrokenPipeError) of the
+            # caller's own printing reach the caller, and stop the child.
+            # Binary lines split on b"\n" alone: a "\r" stays in its line, for the
+            # caller to show (text mode would make it a line break).
+            for raw in proc.stdout:
+                on_stdout(_decode(raw).removesuffix("\n"))
+        proc.wait(timeout=opts.timeout)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        for thread in threads:
+            thread.join(timeout=5)
+        raise
     for thread in threads:
         thread.join()
     stderr = "\n".join(stderr_lines)
