@@ -150,11 +150,11 @@ def create(sim: Sim, name: str, system: str) -> None:
 # -- install and environment ---------------------------------------------------------------
 
 
-def test_install_writes_two_executables_once(tmp_path: Path) -> None:
+def test_install_writes_each_tool_once(tmp_path: Path) -> None:
     bin_dir = simhost.install(tmp_path / "host")
     assert bin_dir == tmp_path / "host" / "bin"
     before = {p.name: p.stat() for p in bin_dir.iterdir()}
-    assert set(before) == {"nixos-container", "systemctl"}
+    assert set(before) == {"nixos-container", "systemctl", "journalctl"}
     for path in bin_dir.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o755
         assert path.read_text().splitlines()[0] == f"#!{sys.executable}"
@@ -174,7 +174,7 @@ def test_install_writes_two_executables_once(tmp_path: Path) -> None:
 
 def test_tools_refuse_to_run_without_a_root(sim: Sim) -> None:
     env = {k: v for k, v in sim.env.items() if k != "HIVEGEN_SIMHOST_ROOT"}
-    for tool in ("nixos-container", "systemctl"):
+    for tool in ("nixos-container", "systemctl", "journalctl"):
         out = subprocess.run([tool, "list"], env=env, capture_output=True, text=True, check=False)
         assert out.returncode == 1
         assert "HIVEGEN_SIMHOST_ROOT is not set" in out.stderr

@@ -1,10 +1,10 @@
-"""A simulated NixOS host: `nixos-container` and `systemctl` as executables.
+"""A simulated NixOS host: `nixos-container`, `systemctl` and `journalctl` as executables.
 
 hivegen drives the real tools as separate processes found on PATH. On a machine without
 NixOS and systemd, `install` puts simulations of both in `<root>/bin`; hivegen then runs
 its children with that directory first on PATH and `environment(...)` set. The
-simulations keep the real command-line contract (see nixos_container.py and
-systemctl.py for what they mirror, and state.py for where they keep their state), and
+simulations keep the real command-line contract (see nixos_container.py, systemctl.py
+and journalctl.py for what they mirror, and state.py for where they keep their state), and
 really build each container's system with nix.
 """
 
@@ -27,11 +27,15 @@ from hivegen.simhost.{module} import main
 
 raise SystemExit(main())
 """
-_TOOLS = (("nixos-container", "nixos_container"), ("systemctl", "systemctl"))
+_TOOLS = (
+    ("nixos-container", "nixos_container"),
+    ("systemctl", "systemctl"),
+    ("journalctl", "journalctl"),
+)
 
 
 def install(root: Path) -> Path:
-    """Write the two executables into `<root>/bin` and return that directory.
+    """Write the executables into `<root>/bin` and return that directory.
 
     A repeated install changes nothing (unchanged files are not rewritten).
     """

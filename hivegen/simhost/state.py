@@ -7,7 +7,8 @@ The environment names the three places a NixOS host spreads this over:
   plays /nix/var/nix/profiles/per-container/<c>/ (nix-env generation links included),
   `gcroots/<c>` is the build's out-link (the real profile dir is a GC root, ours is not),
   `systemd/units/<unit>.json` is systemd's memory of each unit, `systemd/journal/<unit>`
-  says why a start failed, and `log` gets one line per simulated command.
+  says why a start failed, and `log` gets one line per simulated command. A container's
+  own journal is `containers/<c>/var/log/journal/simulated.journal` (journalctl.py).
 - `HIVEGEN_SIMHOST_CONF_DIR`: plays /etc/nixos-containers (default `ROOT/etc/nixos-containers`).
 - `HIVEGEN_SIMHOST_SYSTEMD_DIR`: plays /etc/systemd/system.control, where drop-ins live
   (default `ROOT/etc/systemd/system.control`).
@@ -121,6 +122,10 @@ class Host:
 
     def journal(self, unit: str) -> Path:
         return self.journal_dir / unit
+
+    def container_journal(self, container: str) -> Path:
+        """Plays the container's /var/log/journal: what it logs, inside its own root."""
+        return self.container_root(container) / "var" / "log" / "journal" / "simulated.journal"
 
 
 def log_command(host: Host, argv: Sequence[str]) -> None:

@@ -214,6 +214,14 @@ def _journal(host: Host, unit: str, message: str) -> None:
     append_line(host.journal(unit), message.rstrip("\n") + "\n")
 
 
+def _container_log(host: Host, container: str, *messages: str) -> None:
+    """What the container's own systemd logs, into the container's journal."""
+    # Imported here: only a start, stop or reload pays for it, not every `show`.
+    from hivegen.simhost import journalctl
+
+    journalctl.record(host, container, *messages)
+
+
 # -- start / stop / restart / reload -------------------------------------------------------
 
 
@@ -305,6 +313,14 @@ def _start(host: Host, opts: Opts, name: str, *, restart: bool) -> int:
     )
     units.write_unit(host, started)
     _journal(host, name, f"{name}: started {started.system} as PID {started.main_pid}")
+    # The container's own journal: its systemd boots.
+    _container_log(
+        host,
+        container,
+        "systemd (simulated) running in system mode.",
+        f"Booting {started.system}.",
+        "Reached target multi-user.target - Multi-User System.",
+    )
     ports.ensure_running(host)
     return 0
 
@@ -420,6 +436,8 @@ def _stop(host: Host, name: str) -> int:
     # A failed unit stays failed (until reset-failed); an inactive one has nothing to do.
     # One waiting to restart by itself (auto-restart) is stopped: no restart follows.
     if unit.active in (ActiveState.ACTIVE, ActiveState.ACTIVATING):
+        if unit.active is ActiveState.ACTIVE:
+            _container_log(host, units.container_of(name) or name, "Shutting down.")
         stopped = replace(unit, active=ActiveState.INACTIVE, main_pid=0, restart_due=0.0)
         units.write_unit(host, stopped)
         _journal(host, name, f"{name}: stopped")
@@ -507,6 +525,7 @@ def _reload(host: Host, name: str) -> int:
     crash_due = time.time() + crash_after if boot in ("fail", "crash") else 0.0
     units.write_unit(host, replace(unit, system=str(system), crash_due=crash_due))
     _journal(host, name, f"{name}: reloaded to {system}")
+    _container_log(host, container, f"Switching to {system}.", "Reloading finished.")
     ports.ensure_running(host)
     return 0
 
