@@ -9,7 +9,6 @@ from typing import Any
 
 from hivegen.cli.common import (
     PROG,
-    _confirm,
     _hive,
     _load_config,
     _print_json,
@@ -18,44 +17,6 @@ from hivegen.cli.common import (
 )
 from hivegen.errors import ExitCode, UsageError
 from hivegen.sanitize import terminal_line
-
-
-def _cmd_lifecycle(args: argparse.Namespace) -> int:
-    from hivegen.names import Role
-
-    hive = _hive(args)
-    name = args.name
-    if args.verb == "destroy":
-        manager = hive.spec(name).role is Role.MANAGER  # also validates the name
-        if args.purge or manager:
-            what = "delete" if args.purge else "destroy"
-            detail = (
-                f"{name}'s container, repos, credentials and notes (--purge)"
-                if args.purge
-                else f"the manager's container ({name}), which every agent answers to"
-            )
-            _confirm(args, f"{what} {detail}")
-    match args.verb:
-        case "spawn":
-            log = hive.spawn(name)
-        case "start":
-            log = hive.start(name)
-        case "stop":
-            log = hive.stop(name)
-        case "restart":
-            log = hive.restart(name)
-        case "rebuild":
-            log = hive.rebuild(name)
-        case "destroy":
-            log = hive.destroy(name, purge=args.purge)
-        case other:
-            raise AssertionError(f"unhandled verb {other}")
-    if args.json:
-        _print_json({"agent": name, "verb": args.verb, "steps": list(log.steps)})
-    else:
-        for step in log.steps:
-            print(f"{name}: {terminal_line(step)}")
-    return ExitCode.OK
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import textwrap
 from typing import Any
 
 from hivegen import __version__
-from hivegen.cli.agent_verbs import _cmd_lifecycle, _cmd_list, _cmd_status
+from hivegen.cli.agent_verbs import _cmd_list, _cmd_status
 from hivegen.cli.common import PROG, _add_global_options, _Formatter, _Parser, _VerbParser
 from hivegen.cli.hive_verbs import (
     _cmd_doctor,
@@ -20,6 +20,7 @@ from hivegen.cli.hive_verbs import (
     _cmd_meta_update,
     _cmd_reconcile,
 )
+from hivegen.cli.lifecycle_verbs import _cmd_lifecycle
 from hivegen.cli.parser_proposals import _add_proposal_commands
 from hivegen.cli.parser_serve import _add_serve_commands
 from hivegen.cli.render_verbs import (
@@ -215,6 +216,25 @@ LIFECYCLE_HELP = {
 }
 
 
+def _lifecycle_epilog(verb: str) -> str:
+    several = "the manager first" if verb in ("spawn", "start", "restart") else "the manager last"
+    lines = [
+        "examples:",
+        f"  hivegen {verb} alice",
+        f"  hivegen {verb} alice bob",
+    ]
+    if verb not in ("spawn", "destroy"):
+        lines.append(f"  hivegen {verb} --all")
+    lines.append("")
+    lines.append(
+        f"With several agents: every name is checked first, then each in turn ({several});\n"
+        "one that fails does not stop the others, and the exit code is its."
+    )
+    if verb == "rebuild":
+        lines.append("For the whole hive, `hivegen rollout --all` builds once and checks health.")
+    return "\n".join(lines)
+
+
 def _add_agent_commands(sub: Any) -> None:
     for verb, (summary, description) in LIFECYCLE_HELP.items():
         parser = sub.add_parser(
@@ -223,9 +243,18 @@ def _add_agent_commands(sub: Any) -> None:
             description=description,
             formatter_class=_Formatter,
             allow_abbrev=False,
-            epilog=f"example:\n  hivegen {verb} alice",
+            epilog=_lifecycle_epilog(verb),
         )
-        parser.add_argument("name", metavar="NAME", help="agent name")
+        if verb in ("spawn", "destroy"):
+            parser.add_argument("names", nargs="+", metavar="NAME", help="agent names")
+        else:
+            parser.add_argument("names", nargs="*", metavar="NAME", help="agent names")
+            parser.add_argument(
+                "--all",
+                action="store_true",
+                help="every registered agent (the manager "
+                + ("first)" if verb in ("start", "restart") else "last)"),
+            )
         parser.add_argument("--json", action="store_true", help="print a JSON object")
         if verb == "destroy":
             parser.add_argument(
