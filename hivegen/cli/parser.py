@@ -21,6 +21,9 @@ from hivegen.cli.hive_verbs import (
     _cmd_reconcile,
 )
 from hivegen.cli.lifecycle_verbs import _cmd_lifecycle
+from hivegen.cli.logs_verb import DEFAULT_LINES as LOGS_DEFAULT_LINES
+from hivegen.cli.logs_verb import _cmd_logs
+from hivegen.cli.logs_verb import _lines as _logs_lines
 from hivegen.cli.parser_proposals import _add_proposal_commands
 from hivegen.cli.parser_serve import _add_serve_commands
 from hivegen.cli.render_verbs import (
@@ -305,6 +308,34 @@ def _add_agent_commands(sub: Any) -> None:
         help="show it again every SECONDS (default 2) until Ctrl-C, like watch(1)",
     )
     status.set_defaults(handler=_cmd_status)
+    logs = sub.add_parser(
+        "logs",
+        help="show an agent's container journal (-f to follow it)",
+        allow_abbrev=False,
+        formatter_class=_Formatter,
+        description="The journal of the agent's container, as `journalctl -M CONTAINER` reads\n"
+        "it. The lines are the container's: their control characters are shown as\n"
+        "visible escapes. Ctrl-C ends -f (exit 130). A stopped container has none to\n"
+        "show (exit 1): the host keeps its unit's log, journalctl -u container@CONTAINER.",
+        epilog="examples:\n  hivegen logs alice\n  hivegen logs alice -f\n"
+        "  hivegen logs alice -n all --json",
+    )
+    logs.add_argument("name", metavar="NAME", help="agent name")
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="then show each new entry until Ctrl-C"
+    )
+    logs.add_argument(
+        "-n",
+        "--lines",
+        type=_logs_lines,
+        default=LOGS_DEFAULT_LINES,
+        metavar="N",
+        help=f"the last N entries, or all (default: {LOGS_DEFAULT_LINES})",
+    )
+    logs.add_argument(
+        "--json", action="store_true", help="each entry as a JSON object of its fields, one a line"
+    )
+    logs.set_defaults(handler=_cmd_logs)
 
 
 def _add_check_commands(sub: Any) -> None:

@@ -1,0 +1,52 @@
+"""`hivegen logs NAME [-f] [-n N] [--json]`: the agent's container journal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hivegen.cli.common import _hive
+from hivegen.errors import ExitCode
+from hivegen.sanitize import terminal_line
+
+# As `docker logs --tail`, `kubectl logs --tail`: enough to see what just happened.
+DEFAULT_LINES = 50
+
+
+def _lines(value: str) -> int | None:
+    """`-n`'s value: a count of entries, or `all` (None)."""
+    if value == "all":
+        return None
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: a number of entries, or 'all'")
+    return int(value)
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    import json
+
+    from hivegen import logs
+
+    hive = _hive(args)
+    query = logs.Query(
+        lines=args.lines,
+        follow=args.follow,
+        format=logs.Format.JSON if args.json else logs.Format.TEXT,
+    )
+
+    def show(line: str) -> None:
+        # The container wrote every byte of it: no control reaches the terminal raw, and
+        # one line stays one line.
+        if args.json:
+            text = json.dumps(logs.entry(line), ensure_ascii=True, sort_keys=True)
+        else:
+            text = terminal_line(line)
+        sys.stdout.write(text + "\n")
+        if args.follow:
+            sys.stdout.flush()
+
+    try:
+        logs.show(hive, args.name, query, show)
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED  # how -f ends: journalctl is stopped, nothing to say
+    return ExitCode.OK
