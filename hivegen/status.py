@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from hivegen import builtfrom, desired, registry
+from hivegen import builtfrom, desired, registry, unproposed
 from hivegen.config import Limits
 from hivegen.containers import ActiveState, UnitState
 from hivegen.desired import Desired
@@ -52,6 +52,9 @@ class AgentStatus:
     # Inputs locked differently now than when its system was built (empty: up to date;
     # None: nothing recorded to compare, as for a hive from before or a foreign one).
     stale_inputs: tuple[str, ...] | None = None
+    # Commits on the manager's main for it that were never proposed (unproposed.py has
+    # the definition); None when they cannot be told (no proposed repo, or unreadable).
+    unproposed: int | None = None
 
     @property
     def needs_rebuild(self) -> bool | None:
@@ -101,6 +104,10 @@ def collect(hive: Hive) -> list[AgentStatus]:
                 pending=pending.get(spec.name, 0),
                 desired=desired.read(hive.layout, spec.name),
                 stale_inputs=_stale(hive, spec.name, lock, scan),
+                # Read in Python, no process (the whole of status stays one).
+                unproposed=unproposed.of_agent(hive.layout, spec.name).count
+                if spec.name in scan.registered
+                else None,
             )
         )
     for container in foreign:
@@ -142,6 +149,7 @@ def status_json(s: AgentStatus) -> dict[str, object]:
         "deployed_sha": s.deployed_sha,
         "main_pid": s.main_pid,
         "pending": s.pending,
+        "unproposed": s.unproposed,
         "desired": str(s.desired) if s.desired else None,
         "needs_rebuild": s.needs_rebuild,
         "stale_inputs": list(s.stale_inputs) if s.stale_inputs is not None else None,

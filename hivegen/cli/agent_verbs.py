@@ -110,6 +110,7 @@ def _show_status(args: argparse.Namespace, statuses: list[Any]) -> None:
             "memory max": one.limits.memory_max if one.limits else "-",
             "cpu quota": one.limits.cpu_quota if one.limits else "-",
             "pending": one.pending if one.role else "-",
+            "unproposed": "-" if one.unproposed is None else one.unproposed,
             "needs rebuild": _rebuild_cell(one),
         }
         width = max(len(key) for key in detail)
@@ -139,6 +140,12 @@ def _show_status(args: argparse.Namespace, statuses: list[Any]) -> None:
         ["NAME", "CONTAINER", "ROLE", "PORT", "STATE", "DEPLOYED", "MEMORY", "CPU", "PENDING"],
         rows,
     )
+    waiting = [f"{s.name} {s.unproposed}" for s in statuses if s.unproposed]
+    if waiting:
+        print(
+            "\ncommits the manager made that nobody proposed (hivegen pending lists them): "
+            + ", ".join(waiting)
+        )
     stale = [s.name for s in statuses if s.needs_rebuild]
     if stale:
         print(

@@ -62,13 +62,22 @@ def _add_proposal_commands(sub: Any) -> None:
     pending = add(
         "pending",
         "list open proposals",
-        "Open proposals: id, agent, short sha, subject and age; then the manager's\n"
-        "spawn requests (hivegen spawn NAME grants one, hivegen dismiss NAME refuses it).\n"
-        "--json prints the proposals; `--json --spawn-requests` the requests.",
+        "Open proposals: id, agent, short sha, subject and age; then the commits on\n"
+        "each proposed repo's main that nobody proposed (reachable from its tip, not\n"
+        "from the applied main nor any commit ever proposed); then the manager's spawn\n"
+        "requests (hivegen spawn NAME grants one, hivegen dismiss NAME refuses it).\n"
+        "--json prints the proposals; `--json --unproposed` the unproposed commits,\n"
+        "`--json --spawn-requests` the requests.",
         "hivegen pending",
     )
     pending.add_argument("--json", action="store_true", help="print a JSON array")
-    pending.add_argument(
+    shown = pending.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--unproposed",
+        action="store_true",
+        help="with --json: print each agent's unproposed commits instead",
+    )
+    shown.add_argument(
         "--spawn-requests",
         action="store_true",
         help="with --json: print the queued spawn requests instead",

@@ -43,14 +43,19 @@ def _cmd_propose(args: argparse.Namespace) -> int:
 def _cmd_pending(args: argparse.Namespace) -> int:
     import time
 
+    from hivegen import registry, unproposed
     from hivegen.spawnrequests import SpawnRequests
 
     proposals = _proposals(args)
     entries = proposals.pending()
     requests = SpawnRequests(proposals.hive.config).queued()
+    layout = proposals.hive.layout
+    unasked = unproposed.of_agents(layout, registry.registered_agents(proposals.hive.config))
     now = time.time()
     if args.json and args.spawn_requests:
         _print_json([r.as_json() for r in requests])
+    elif args.json and args.unproposed:
+        _print_json([u.as_json() for u in unasked])
     elif args.json:
         _print_json(
             [
@@ -93,10 +98,27 @@ def _cmd_pending(args: argparse.Namespace) -> int:
         for e in entries:
             if not e.flake.clean:
                 sys.stdout.write("\n" + _flake_warning(e.proposal.agent, e.proposal.id, e.flake))
+    if unasked and not args.json:
+        _print_unproposed(unasked)
     if requests and not args.json:
         print("\nspawn requests from the manager (hivegen spawn NAME; hivegen dismiss NAME):")
         _print_table(["NAME", "AGE"], [[r.name, _age(now - r.requested)] for r in requests])
     return ExitCode.OK
+
+
+def _print_unproposed(unasked: list[Any]) -> None:
+    """The commits on the manager's main that nobody proposed (the manager wrote their
+    subjects: the table shows them sanitised, as every cell)."""
+    print(
+        "\ncommits the manager made that nobody proposed "
+        "(hivegen propose AGENT proposes the tip of its main):"
+    )
+    rows = [[u.agent, c.sha[:7], c.subject] for u in unasked for c in u.commits]
+    if rows:
+        _print_table(["AGENT", "SHA", "SUBJECT"], rows)
+    for u in unasked:
+        if u.error is not None:
+            print(f"{u.agent}: cannot tell: {terminal_line(u.error)}")
 
 
 def _cmd_dismiss(args: argparse.Namespace) -> int:
