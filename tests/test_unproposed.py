@@ -1,4 +1,4 @@
-"""Commits nobody proposed, in status and pending, on the simulated host."""
+"""Commits nobody proposed (status, pending) and `approve --dry-run`, on the simulated host."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from hivegen import process, unproposed
 from hivegen.cli import main
 from hivegen.gitobjects import ObjectStore, open_git_dir
 from hivegen.hive import Hive
+from hivegen.proposals import Proposals
+from hivegen.store import ProposalStatus
 from tests.conftest import commit_dir, git
-from tests.test_proposals import GOOD, hive, manager_commit
+from tests.test_proposals import BROKEN, GOOD, hive, manager_commit, system_of
 
 __all__ = ["hive"]  # the fixture, shared with test_proposals
 
@@ -209,3 +211,96 @@ def test_50_agents_with_unproposed_commits_cost_no_extra_process(
     assert {s.name: s.unproposed for s in statuses} == {
         name: 2 if name in with_commits else 0 for name in built.agents
     }
+
+
+# -- approve --dry-run ----------------------------------------------------------------------
+
+
+def world(tmp_path: Path, hive: Hive) -> dict[str, object]:
+    """Every file, link and directory of the state root and the simulated host (git
+    objects and indexes included), and every proposal's record: what a dry run must
+    leave exactly as it was."""
+    # The hive lock's file records its last holder; the database is compared by rows.
+    skipped = {".hivegen.lock", "hive.sqlite", "hive.sqlite-wal", "hive.sqlite-shm"}
+    found: dict[str, object] = {}
+    for top in (tmp_path / "state", tmp_path / "host"):
+        for where, dirs, files in os.walk(top):
+            for name in sorted(dirs + files):
+                path = Path(where, name)
+                rel = str(path.relative_to(tmp_path))
+                if name in skipped:
+                    continue
+                if path.is_symlink():
+                    found[rel] = ("link", str(path.readlink()))
+                elif path.is_dir():
+                    found[rel] = "dir"
+                else:
+                    found[rel] = path.read_bytes()
+    found["proposals"] = [
+        (p.id, p.status, p.fetched_sha, p.previous_sha, p.error, p.resolved)
+        for p in Proposals(hive).store.of_agent("alice")
+    ]
+    return found
+
+
+def proposed(
+    hive: Hive, tmp_path: Path, capsys: pytest.CaptureFixture[str], agent_nix: str
+) -> tuple[str, dict[str, object]]:
+    """Proposal 1 of a commit of `agent_nix`, and the world as it is then."""
+    sha = manager_commit(hive, agent_nix)
+    assert cli(tmp_path, capsys, "propose", "alice")[0] == 0
+    hive.host  # noqa: B018 -- the simulated host is installed before the snapshot
+    return sha, world(tmp_path, hive)
+
+
+def test_dry_run_builds_what_approve_deploys_and_changes_nothing(
+    hive: Hive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sha, before = proposed(hive, tmp_path, capsys, GOOD)
+
+    code, out, err = cli(tmp_path, capsys, "approve", "1", "--dry-run")
+    assert code == 0, err
+    system = Path(out.strip())
+    assert system.is_dir()
+    assert json.loads((system / "variables.json").read_text())["GREETING"] == "hello"
+    assert "nothing was deployed (--dry-run)" in err
+    code, out, _ = cli(tmp_path, capsys, "approve", "1", "--dry-run", "--json")
+    assert code == 0
+    assert json.loads(out) == {
+        "id": 1,
+        "agent": "alice",
+        "sha": sha,
+        "ok": True,
+        "system": str(system),
+        "error": None,
+    }
+    assert world(tmp_path, hive) == before
+    assert Proposals(hive).store.get(1).status is ProposalStatus.PENDING
+
+    # What it built is exactly what approve installs.
+    assert cli(tmp_path, capsys, "approve", "1")[0] == 0
+    assert system_of(hive, "h-alice") == system
+
+
+def test_dry_run_of_a_broken_proposal_prints_the_error_and_changes_nothing(
+    hive: Hive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sha, before = proposed(hive, tmp_path, capsys, BROKEN)
+
+    code, out, err = cli(tmp_path, capsys, "approve", "1", "--dry-run")
+    assert code == 1
+    assert out == ""
+    assert "does not build (--dry-run: nothing was changed, it is still pending)" in err
+    assert "alice cannot build" in err
+    code, out, err = cli(tmp_path, capsys, "approve", "1", "--dry-run", "--json")
+    assert code == 1
+    result = json.loads(out)
+    assert (result["ok"], result["sha"], result["system"]) == (False, sha, None)
+    assert "alice cannot build" in result["error"]
+    assert world(tmp_path, hive) == before
+
+    # Only a pending proposal is built; a decided one is refused, still unchanged.
+    assert cli(tmp_path, capsys, "deny", "1")[0] == 0
+    code, _, err = cli(tmp_path, capsys, "approve", "1", "--dry-run")
+    assert code == 1
+    assert "proposal 1 is denied" in err

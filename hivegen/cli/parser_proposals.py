@@ -121,14 +121,23 @@ def _add_proposal_commands(sub: Any) -> None:
         "Failure: failed/<id> holds the build error and everything is put back.\n"
         "A proposal that does not contain the agent's current deploy (made before a\n"
         "newer one was deployed; `pending` marks it superseded) is refused: its\n"
-        "approve would revert that deploy. --force deploys it anyway.",
-        "hivegen approve 3",
+        "approve would revert that deploy. --force deploys it anyway.\n"
+        "--dry-run builds the system approve would install and deploys nothing: no tag,\n"
+        "no ref, no meta commit, no container touched; the proposal stays pending. It\n"
+        "prints the system's store path (exit 0) or the build error (exit 1).",
+        "hivegen approve 3\n  hivegen approve 3 --dry-run --json",
     )
     approve.add_argument("id", metavar="ID", type=int)
     approve.add_argument(
         "--force",
         action="store_true",
         help="deploy a superseded proposal, reverting what was deployed since it was made",
+    )
+    approve.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build the system approve would install and print its store path; "
+        "deploy nothing and change nothing",
     )
     approve.add_argument("--json", action="store_true", help="print the result as JSON")
     approve.set_defaults(handler=_cmd_approve)

@@ -190,6 +190,8 @@ def _cmd_approve(args: argparse.Namespace) -> int:
     from hivegen.proposals import BuildFailed
 
     proposals = _proposals(args)
+    if args.dry_run:
+        return _dry_run(args, proposals)
     try:
         deployment = proposals.approve(args.id, force=args.force)
     except BuildFailed:
@@ -198,6 +200,31 @@ def _cmd_approve(args: argparse.Namespace) -> int:
             _print_json({**_proposal_json(proposals.store.get(args.id)), "steps": []})
         raise
     return _print_deployment(args, deployment)
+
+
+def _dry_run(args: argparse.Namespace, proposals: Any) -> int:
+    from hivegen.dryrun import dry_run
+    from hivegen.errors import HivegenError
+
+    result = dry_run(proposals, args.id, force=args.force, on_line=proposals.hive.on_output)
+    p = result.proposal
+    what = f"proposal {p.id} ({p.agent} {_short(p.fetched_sha)})"
+    if args.json:
+        _print_json(result.as_json())
+    elif result.system is not None:
+        print(result.system)
+        print(
+            f"{what} builds; nothing was deployed (--dry-run): hivegen approve {p.id} deploys it",
+            file=sys.stderr,
+        )
+    if result.error is not None:
+        # The build error quotes the manager's commit: _report shows it sanitised.
+        raise HivegenError(
+            f"{what} does not build (--dry-run: nothing was changed, it is still "
+            f"pending):\n{result.error}",
+            hint=f"hivegen diff {p.id}; hivegen deny {p.id} --note ...",
+        )
+    return ExitCode.OK
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
