@@ -148,6 +148,19 @@ def loopback_for(path: Path) -> str:
     return f"127.{1 + digest[0] % 254}.{digest[1]}.{1 + digest[2] % 254}"
 
 
+def alice_with_a_commit(tmp_path: Path, hyperhive_flake: str) -> tuple[list[str], str]:
+    """A hive on the simulated host with alice spawned (through the CLI) and one commit
+    of the manager's on her proposed main, not proposed yet: the CLI's --config
+    arguments and that commit's sha."""
+    from hivegen.cli import main
+
+    cfg = ["--config", str(sim_config(tmp_path, hyperhive_flake))]
+    assert main([*cfg, "spawn", "alice"]) == 0
+    proposed = tmp_path / "state/agents/alice/config"
+    (proposed / "agent.nix").write_text('{ ... }: { environment.variables.X = "1"; }\n')
+    return cfg, commit_dir(proposed, "one")
+
+
 def sim_config(tmp_path: Path, hyperhive_flake: str, extra: str = "") -> Path:
     host = tmp_path / "host"
     path = tmp_path / "hive.toml"

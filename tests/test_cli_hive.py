@@ -38,14 +38,9 @@ def test_did_you_mean_on_a_mistyped_command_and_agent(
 def test_propose_takes_the_tip_of_main_and_refuses_a_duplicate(
     tmp_path: Path, hyperhive_flake: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.conftest import commit_dir, sim_config
+    from tests.conftest import alice_with_a_commit
 
-    config = sim_config(tmp_path, hyperhive_flake)
-    cfg = ["--config", str(config)]
-    assert main([*cfg, "spawn", "alice"]) == 0
-    proposed = tmp_path / "state/agents/alice/config"
-    (proposed / "agent.nix").write_text('{ ... }: { environment.variables.X = "1"; }\n')
-    sha = commit_dir(proposed, "one")
+    cfg, sha = alice_with_a_commit(tmp_path, hyperhive_flake)
     capsys.readouterr()
     assert main([*cfg, "propose", "alice", "--json"]) == 0  # no REV: the tip of main
     made = json.loads(capsys.readouterr().out)

@@ -19,6 +19,7 @@ from hivegen.cli.common import (
     _print_json,
     _report,
     _setup_logging,
+    close_live,
 )
 from hivegen.cli.parser import build_parser
 from hivegen.errors import ExitCode, HivegenError
@@ -35,7 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        try:
+            return handler(args)
+        finally:
+            close_live()  # before any message: the status line is erased first
     except HivegenError as error:
         if args.debug:
             import traceback

@@ -118,6 +118,13 @@ def _hive(args: argparse.Namespace) -> Any:
         # Build output quotes the agent's config: nothing in it may drive the terminal.
         print(terminal_line(line), file=sys.stderr, flush=True)
 
+    on_output: Callable[[str], None] = show_output
+    if args.command in LIVE_VERBS:
+        from hivegen.cli.live import Live
+
+        live = Live(f"{PROG} {args.command}")
+        _OPEN_LIVE.append(live)
+        on_output = live.line
     return Hive(
         config,
         LockPolicy(
@@ -125,8 +132,27 @@ def _hive(args: argparse.Namespace) -> Any:
             on_wait=say_waiting,
             holder=f"{PROG} {shlex.join(args.argv)}"[:200],
         ),
-        on_output=show_output,
+        on_output=on_output,
     )
+
+
+# The verbs that build or wait on containers: on a terminal, a status line ticks
+# under their output while they run (cli/live.py).
+LIVE_VERBS = frozenset(
+    {"spawn", "start", "restart", "rebuild", "approve", "rollback", "rollout", "upgrade"}
+)
+_OPEN_LIVE: list[Any] = []
+
+
+def current_live() -> Any:
+    """The running verb's status line (a cli.live.Live), if it has one."""
+    return _OPEN_LIVE[-1] if _OPEN_LIVE else None
+
+
+def close_live() -> None:
+    """Erase the status line of the verb that ran (main calls it, however it ended)."""
+    while _OPEN_LIVE:
+        _OPEN_LIVE.pop().close()
 
 
 def _confirm(args: argparse.Namespace, action: str) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Callable
 from typing import Any
 
-from hivegen.cli.common import _Formatter, _hive, _print_json
+from hivegen.cli.common import _Formatter, _hive, _print_json, current_live
 from hivegen.errors import ExitCode, HivegenError
-from hivegen.sanitize import terminal_line
 
 _DESCRIPTION = """\
 Deploy the committed meta flake to many agents at once, safely:
@@ -69,37 +68,40 @@ def _rollout_arguments(parser: argparse.ArgumentParser, *, names: bool) -> None:
 
 
 class _Progress:
-    """One line per agent and phase, as it changes (from several threads)."""
+    """A line per agent and phase as it changes (from several threads), through the
+    hive's output; on a terminal, the status line under them (cli/live.py) holds every
+    agent's phase at once, redrawn in place."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, show: Callable[[str], None]) -> None:
         import threading
         import time
 
-        self.quiet = quiet
+        self.show = show
         self.lock = threading.Lock()
         self.started = time.monotonic()
+        self.phases: dict[str, str] = {}
 
     def step(self, step: Any) -> None:
         import time
 
-        if self.quiet:
-            return
-        detail = f"  {terminal_line(step.detail)}" if step.detail and not step.phase.done else ""
+        detail = f"  {step.detail}" if step.detail and not step.phase.done else ""
         if step.phase.name in ("ROLLED_BACK", "FAILED"):
-            detail = f"  {terminal_line(step.detail)}"
+            detail = f"  {step.detail}"
         with self.lock:
-            print(
+            self.phases[step.name] = str(step.phase)
+            live = current_live()
+            if live is not None:
+                live.status(" · ".join(f"{n} {p}" for n, p in self.phases.items()))
+            self.show(
                 f"[{time.monotonic() - self.started:6.1f}s] {step.name:<11} {step.phase}"
-                f"{f' ({step.elapsed:.1f}s)' if step.elapsed else ''}{detail}",
-                file=sys.stderr,
-                flush=True,
+                f"{f' ({step.elapsed:.1f}s)' if step.elapsed else ''}{detail}"
             )
 
 
 def _run(args: argparse.Namespace, hive: Any, names: list[str]) -> int:
     from hivegen.rollout import Rollout
 
-    progress = _Progress(quiet=False)
+    progress = _Progress(hive.on_output)
     report = Rollout(
         hive,
         names,
@@ -140,11 +142,10 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
         result = hive.meta_update(["hyperhive"])
         if not args.json:
             changed = [c for c in result.changes if c.changed]
-            print(
-                f"hyperhive: {terminal_line(changed[0].old_rev or '-')[:12]} -> "
-                f"{terminal_line(changed[0].new_rev or '-')[:12]}"
+            hive.on_output(
+                f"hyperhive: {(changed[0].old_rev or '-')[:12]} -> "
+                f"{(changed[0].new_rev or '-')[:12]}"
                 if changed
-                else "hyperhive: unchanged",
-                file=sys.stderr,
+                else "hyperhive: unchanged"
             )
         return _run(args, hive, targets(hive, [], everyone=True))

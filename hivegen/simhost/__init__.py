@@ -23,6 +23,11 @@ __all__ = ["ENV_CONF_DIR", "ENV_ROOT", "ENV_SYSTEMD_DIR", "environment", "instal
 _WRAPPER = """\
 #!{python}
 # hivegen's simulated `{tool}` (hivegen.simhost.{module}), written by hivegen.simhost.install.
+import signal
+
+# As the real tools, which are no Python: Ctrl-C on the terminal (SIGINT to the whole
+# foreground group) ends it at once, with no traceback.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
 from hivegen.simhost.{module} import main
 
 raise SystemExit(main())

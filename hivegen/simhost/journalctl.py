@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -274,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_FAILED
     out = sys.stdout.buffer
+    # journalctl itself catches SIGINT, to end --follow cleanly (the wrapper's default
+    # lets the other tools die of it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _show(host.container_journal(opts.machine), opts, out)
     except KeyboardInterrupt:
