@@ -10,9 +10,10 @@ The box sees the hive's directory at the same path (the conf's bind sources are 
 paths), the conf dir at /etc/nixos-containers, the drop-in dir at
 /etc/systemd/system.control, and the simulated host's containers dir at
 /var/lib/nixos-containers, where the unit makes each container's root and where
-`nixos-container destroy` removes it; the simulated host's profiles at
-/nix/var/nix/profiles/per-container and the host's /nix/store (read-only), which a
-container whose system has an init boots from (box/container-start).
+`nixos-container destroy` removes it; with `nixos_profiles=True`, also the simulated
+host's profiles at /nix/var/nix/profiles/per-container and the host's /nix/store
+(read-only), which a container whose system has an init boots from
+(box/container-start).
 
 hivegen itself reads each container's profile at /nix/var/nix/profiles/per-container,
 as on NixOS. A hive made with `nixos_profiles=True` runs hivegen in a mount namespace
@@ -277,9 +278,13 @@ def boxed_hive(
         Bind(dirs.conf_dir, "/etc/nixos-containers"),
         Bind(dirs.systemd_dir, "/etc/systemd/system.control"),
         Bind(dirs.containers, "/var/lib/nixos-containers"),
-        Bind(dirs.profiles, str(NATIVE_PROFILES)),
-        Bind(Path("/nix/store"), "/nix/store", read_only=True),
     ]
+    if nixos_profiles:
+        # Only then: the other boxes stay as they were before systems had an init.
+        binds += [
+            Bind(dirs.profiles, str(NATIVE_PROFILES)),
+            Bind(Path("/nix/store"), "/nix/store", read_only=True),
+        ]
     with Box(rootfs, binds, top / "box.log") as box:
         box.install_systemctl(dirs.bin)
         yield BoxedHive(box, dirs, config, hivegen_env(dirs), nixos_profiles)
