@@ -56,6 +56,9 @@ def bind_in(dir_fd: int, name: str, staging_fd: int, mode: int) -> Bound:
     try:
         sock.bind(_at(staging_fd, temp))
         try:
+            # Listening before it has its name: a client that finds the name connects
+            # (renamed first, one could be refused in between).
+            sock.listen(BACKLOG)
             # In the staging dir nobody else can write: the name is the socket just made.
             os.chmod(temp, mode, dir_fd=staging_fd)
             os.rename(temp, name, src_dir_fd=staging_fd, dst_dir_fd=dir_fd)
@@ -63,7 +66,6 @@ def bind_in(dir_fd: int, name: str, staging_fd: int, mode: int) -> Bound:
             with contextlib.suppress(OSError):
                 os.unlink(temp, dir_fd=staging_fd)
             raise
-        sock.listen(BACKLOG)
         sock.setblocking(False)
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         return Bound(sock, _key(os.fstat(dir_fd)), _key(st))
