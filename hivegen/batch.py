@@ -57,29 +57,43 @@ class Outcome:
         return self.error is None
 
 
-def targets(hive: Hive, verb: Verb, names: Sequence[str], *, everyone: bool) -> list[str]:
-    """The agents the batch acts on, in the order it acts; every name checked first."""
+def chosen(hive: Hive, verb: str, names: Sequence[str], *, everyone: bool) -> list[str]:
+    """`names`, each once and in order, or with `everyone` every registered agent
+    (sorted): what a verb taking `NAME...|--all` acts on. Both or neither: exit 2."""
     if everyone and names:
         raise UsageError("name agents or give --all, not both")
+    if everyone:
+        return list(registry.registered_agents(hive.config))
+    if not names:
+        raise UsageError(f"{verb} needs an agent name, or --all for every agent")
+    return list(dict.fromkeys(names))
+
+
+def targets(hive: Hive, verb: Verb, names: Sequence[str], *, everyone: bool) -> list[str]:
+    """The agents the batch acts on, in the order it acts; every name checked first."""
     if everyone and not verb.takes_all:
         raise UsageError(f"{verb} takes no --all", hint=f"name the agents: hivegen {verb} NAME...")
-    if not everyone and not names:
-        all_hint = ", or --all for every agent" if verb.takes_all else ""
-        raise UsageError(f"{verb} needs an agent name{all_hint}")
-    wanted = registry.registered_agents(hive.config) if everyone else list(dict.fromkeys(names))
-    for name in wanted:
-        match verb:
-            case Verb.SPAWN | Verb.DESTROY:
-                hive.spec(name)  # a valid name; they say themselves what they find
-            case Verb.START | Verb.STOP | Verb.RESTART | Verb.REBUILD:
-                hive.registered(name)
-            case _:
-                assert_never(verb)
+    if not verb.takes_all and not names:
+        raise UsageError(f"{verb} needs an agent name")
+    wanted = chosen(hive, str(verb), names, everyone=everyone)
+    if not everyone:
+        # All of them before any agent is touched (each verb checks its agent again as
+        # it runs; the registry's own names need no check).
+        for name in wanted:
+            _check(hive, verb, name)
     manager = [n for n in wanted if n == hive.config.hive.manager]
     others = [n for n in wanted if n != hive.config.hive.manager]
-    if everyone:
-        others.sort()
     return [*manager, *others] if verb.manager_first else [*others, *manager]
+
+
+def _check(hive: Hive, verb: Verb, name: str) -> None:
+    match verb:
+        case Verb.SPAWN | Verb.DESTROY:
+            hive.spec(name)  # a valid name; they say themselves what they find
+        case Verb.START | Verb.STOP | Verb.RESTART | Verb.REBUILD:
+            hive.registered(name)
+        case _:
+            assert_never(verb)
 
 
 def run_each(hive: Hive, verb: Verb, names: Sequence[str], *, purge: bool = False) -> list[Outcome]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from hivegen import meta, nix
 from hivegen.errors import CommandError, HivegenError
-from hivegen.proposals import Proposals, _error_text
+from hivegen.proposals import Proposals, error_text
 from hivegen.store import Proposal, ProposalStatus
 
 
@@ -72,12 +72,8 @@ def dry_run(
         hive.registered(proposal.agent)
         sha = proposal.fetched_sha
         assert sha is not None
-        if not force and proposals.superseded(proposal):
-            raise HivegenError(
-                f"proposal {proposal.id} ({proposal.agent} {sha[:12]}) does not contain "
-                f"{proposal.agent}'s current deploy: approving it would revert that deploy",
-                hint=f"hivegen approve {proposal.id} --dry-run --force builds it anyway",
-            )
+        if not force:
+            proposals.refuse_superseded(proposal, "--dry-run --force builds it anyway")
         hive.meta.require_synced()
         if hive.meta.is_pending():
             raise HivegenError(
@@ -92,7 +88,7 @@ def dry_run(
                 _stage(proposals, copy, proposal, sha)
                 built = nix.build_systems(copy, [proposal.agent], env=env, on_line=on_line)
             except CommandError as exc:
-                return DryRun(proposal, None, _error_text(exc))
+                return DryRun(proposal, None, error_text(exc))
     return DryRun(proposal, built[proposal.agent])
 
 

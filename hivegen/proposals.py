@@ -280,17 +280,25 @@ class Proposals:
                         proposal, proposal.fetched_sha or "", ("finished an interrupted deploy",)
                     )
             proposal = self._pending(proposal_id)
-            if not force and self.superseded(proposal):
-                deployed = registry.deployed(self._applied(proposal.agent) / ".git")
-                raise HivegenError(
-                    f"proposal {proposal.id} ({proposal.agent} "
-                    f"{(proposal.fetched_sha or '')[:12]}) was made before "
-                    f"{deployed.tag or 'the current deploy'} and does not contain it: "
-                    "approving it would revert that deploy",
-                    hint=f"hivegen diff {proposal.id} shows what it would change; "
-                    f"hivegen approve {proposal.id} --force deploys it anyway",
-                )
+            if not force:
+                self.refuse_superseded(proposal, "--force deploys it anyway")
             return self._deploy(proposal)
+
+    def refuse_superseded(self, proposal: Proposal, force_hint: str) -> None:
+        """Raise if `proposal` was made before the agent's current deploy and does not
+        contain it (approving it would revert that deploy); `force_hint` ends the hint,
+        after `hivegen approve ID`."""
+        if not self.superseded(proposal):
+            return
+        deployed = registry.deployed(self._applied(proposal.agent) / ".git")
+        raise HivegenError(
+            f"proposal {proposal.id} ({proposal.agent} "
+            f"{(proposal.fetched_sha or '')[:12]}) was made before "
+            f"{deployed.tag or 'the current deploy'} and does not contain it: "
+            "approving it would revert that deploy",
+            hint=f"hivegen diff {proposal.id} shows what it would change; "
+            f"hivegen approve {proposal.id} {force_hint}",
+        )
 
     def rollback(self, agent: str, to: str) -> Deployment:
         if not DEPLOYED_TAG.match(to):
@@ -376,7 +384,7 @@ class Proposals:
         try:
             hive.host.update(spec.container, hive.host.flake_ref(agent))
         except HivegenError as exc:
-            error = _error_text(exc)
+            error = error_text(exc)
             self._undo_deploy(proposal, old_main, error)
             put_back = self._put_back_system(spec, system_before, error)
             self.store.set_status(proposal.id, ProposalStatus.FAILED, error=error)
@@ -566,7 +574,8 @@ def _headline(error: str) -> str:
 _NOISE = re.compile(r"warning: Git tree '.*' is dirty\Z")
 
 
-def _error_text(error: HivegenError) -> str:
+def error_text(error: HivegenError) -> str:
+    """A failed build's error as the operator reads it: nix's stderr, without its noise."""
     if isinstance(error, CommandError) and error.stderr_tail:
         return "\n".join(line for line in error.stderr_tail if not _NOISE.match(line))
     return error.message

@@ -31,7 +31,7 @@ from pathlib import Path
 from threading import Lock
 from typing import TYPE_CHECKING, Any
 
-from hivegen import activation, fsutil, nix, registry
+from hivegen import activation, fsutil, nix
 from hivegen.activation import Unhealthy
 from hivegen.errors import HivegenError, UsageError
 from hivegen.health import HealthCheck
@@ -310,15 +310,3 @@ def read_record(hive: Hive) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def targets(hive: Hive, names: Sequence[str], *, everyone: bool) -> list[str]:
-    """The agents to roll out to: `names`, or with `everyone` every registered agent."""
-    registered = list(registry.scan(hive.config).registered)
-    if everyone:
-        if names:
-            raise UsageError("give agent names or --all, not both")
-        return registered
-    if not names:
-        raise UsageError("name the agents to roll out to, or --all")
-    return list(dict.fromkeys(names))

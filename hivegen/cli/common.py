@@ -26,6 +26,18 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32)
 
 
+def _add_color_option(parser: argparse.ArgumentParser, what: str) -> None:
+    from hivegen.highlight import Color
+
+    parser.add_argument(
+        "--color",
+        type=Color,
+        choices=list(Color),
+        default=Color.AUTO,
+        help=f"highlight {what} (default: auto, when stdout is a terminal)",
+    )
+
+
 def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """--config, -v, --debug, --no-wait: before the verb, or after it (as git, systemctl
     and nixos-rebuild take them). After it they are SUPPRESSed when absent, so that a

@@ -12,7 +12,14 @@ from typing import Any
 
 from hivegen import __version__
 from hivegen.cli.agent_verbs import _cmd_list, _cmd_status
-from hivegen.cli.common import PROG, _add_global_options, _Formatter, _Parser, _VerbParser
+from hivegen.cli.common import (
+    PROG,
+    _add_color_option,
+    _add_global_options,
+    _Formatter,
+    _Parser,
+    _VerbParser,
+)
 from hivegen.cli.hive_verbs import (
     _cmd_doctor,
     _cmd_init,
@@ -33,7 +40,6 @@ from hivegen.cli.render_verbs import (
     _cmd_render_meta,
 )
 from hivegen.cli.rollout_verbs import add_rollout_commands
-from hivegen.highlight import Color
 
 DESCRIPTION = """\
 Run a hive of AI agents in NixOS containers.
@@ -129,13 +135,7 @@ def _add_render_commands(sub: Any) -> None:
     )
     meta_render.set_defaults(handler=_cmd_render_meta)
     for leaf in (agent_nix, agent_flake, meta_render):
-        leaf.add_argument(
-            "--color",
-            type=Color,
-            choices=list(Color),
-            default=Color.AUTO,
-            help="highlight the output (default: auto, when stdout is a terminal)",
-        )
+        _add_color_option(leaf, "the output")
         leaf.add_argument("--json", action="store_true", help="print {path: text} as a JSON object")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hivegen.cli.common import _Formatter
+from hivegen.cli.common import _add_color_option, _Formatter
 from hivegen.cli.proposal_verbs import (
     _cmd_approve,
     _cmd_deny,
@@ -17,7 +17,6 @@ from hivegen.cli.proposal_verbs import (
     _cmd_propose,
     _cmd_rollback,
 )
-from hivegen.highlight import Color
 
 
 def _add_proposal_commands(sub: Any) -> None:
@@ -104,13 +103,7 @@ def _add_proposal_commands(sub: Any) -> None:
         "hivegen diff 3",
     )
     diff.add_argument("id", metavar="ID", type=int)
-    diff.add_argument(
-        "--color",
-        type=Color,
-        choices=list(Color),
-        default=Color.AUTO,
-        help="highlight the diff (default: auto)",
-    )
+    _add_color_option(diff, "the diff")
     diff.set_defaults(handler=_cmd_diff)
 
     approve = add(

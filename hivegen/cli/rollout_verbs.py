@@ -128,14 +128,14 @@ def _run(args: argparse.Namespace, hive: Any, names: list[str]) -> int:
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
-    from hivegen.rollout import targets
+    from hivegen.batch import chosen
 
     hive = _hive(args)
-    return _run(args, hive, targets(hive, args.names, everyone=args.all))
+    return _run(args, hive, chosen(hive, "rollout", args.names, everyone=args.all))
 
 
 def _cmd_upgrade(args: argparse.Namespace) -> int:
-    from hivegen.rollout import targets
+    from hivegen.batch import chosen
 
     hive = _hive(args)
     with hive.locked():
@@ -148,4 +148,4 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
                 if changed
                 else "hyperhive: unchanged"
             )
-        return _run(args, hive, targets(hive, [], everyone=True))
+        return _run(args, hive, chosen(hive, "upgrade", [], everyone=True))

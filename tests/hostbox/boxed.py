@@ -238,9 +238,8 @@ NATIVE_PROFILES = Path("/nix/var/nix/profiles/per-container")
 
 def in_profiles_namespace(profiles: Path) -> list[str]:
     """An argv prefix: run the command in a private mount namespace where NixOS's
-    profiles dir is `profiles` (the host's own is left as it was: an empty dir, made
-    if it is missing, is the only trace)."""
-    NATIVE_PROFILES.mkdir(mode=0o755, parents=True, exist_ok=True)
+    profiles dir is `profiles` (the host's own, made by boxed_hive, is left as it
+    was)."""
     script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
     return [
         "/usr/bin/unshare",
@@ -281,6 +280,9 @@ def boxed_hive(
     ]
     if nixos_profiles:
         # Only then: the other boxes stay as they were before systems had an init.
+        # The mount point on the host: an empty dir, made if it is missing, is the only
+        # trace there.
+        NATIVE_PROFILES.mkdir(mode=0o755, parents=True, exist_ok=True)
         binds += [
             Bind(dirs.profiles, str(NATIVE_PROFILES)),
             Bind(Path("/nix/store"), "/nix/store", read_only=True),

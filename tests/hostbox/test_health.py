@@ -42,18 +42,18 @@ HEALTH = "[health]\nsettle = 2\nport_timeout = 0\n"
 
 
 def release(repo: Path, init: str) -> None:
-    """A new version of the base flake whose systems have `init`."""
+    """A new version of the base flake whose systems have `init` (in files.nix, which
+    every system's base module imports)."""
+    (repo / "files.nix").write_text(
+        f"{{ system.files.init = {json.dumps(init)};\n"
+        f'  system.files."bin/switch-to-configuration" = {json.dumps(SWITCH)}; }}\n'
+    )
     flake = repo / "flake.nix"
     text = flake.read_text()
-    files = (
-        f"        system.files.init = {json.dumps(init)};\n"
-        f'        system.files."bin/switch-to-configuration" = {json.dumps(SWITCH)};\n'
-    )
     marker = '        networking.hostName = "agent";\n'
-    if "system.files.init" in text:
-        text = text[: text.index("        system.files.init")] + text[text.index(marker) :]
-    assert marker in text
-    flake.write_text(text.replace(marker, files + marker, 1))
+    if "./files.nix" not in text:
+        assert marker in text
+        flake.write_text(text.replace(marker, "        imports = [ ./files.nix ];\n" + marker, 1))
     commit_dir(repo)
 
 
