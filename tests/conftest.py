@@ -22,6 +22,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup`, each test marked xdist_group must carry its group in its
+    id, which is how pytest-xdist keeps a group on one worker: if that broke (a pytest
+    xdist does not match), tests that must not overlap would run side by side."""
+    if not getattr(config.option, "loadgroup", False):
+        return  # not a loadgroup worker
+    ungrouped = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("xdist_group") is not None and "@" not in item.nodeid
+    ]
+    if ungrouped:
+        raise pytest.UsageError(
+            f"--dist loadgroup does not group {ungrouped[0]} (and {len(ungrouped) - 1} more): "
+            f"pytest {pytest.__version__} and this pytest-xdist do not work together"
+        )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Nix 2.8 without a daemon, offline: no global registry, no binary caches (each would
     # cost minutes of network retries here), no sandbox (no user namespaces as root).
