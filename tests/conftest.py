@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"--dist loadgroup does not group {ungrouped[0]} (and {len(ungrouped) - 1} more): "
             f"pytest {pytest.__version__} and this pytest-xdist do not work together"
         )
+
+
+@pytest.fixture(autouse=True)
+def _hivegen_logger_restored() -> Iterator[None]:
+    """Put the "hivegen" logger back after each test. An in-process `main()` sets it up
+    as the CLI does (its own handler on that test's captured stderr, not propagating),
+    and a later test on the worker would log into a closed stream, out of caplog's
+    sight."""
+    import logging
+
+    logger = logging.getLogger("hivegen")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def pytest_configure(config: pytest.Config) -> None:
