@@ -39,7 +39,7 @@
             $out/bin/hivegen man > hivegen.1
             installManPage hivegen.1
           '';
-          nativeCheckInputs = [ pkgs.python3Packages.pytestCheckHook pkgs.python3Packages.hypothesis pkgs.git pkgs.nix ];
+          nativeCheckInputs = [ pkgs.python3Packages.pytestCheckHook pkgs.python3Packages.hypothesis pkgs.python3Packages.jsonschema pkgs.git pkgs.nix ];
           # The suite drives a real nix store and git repos: run it in CI, not in the sandbox.
           doCheck = false;
           # hivegen calls git and nix (and, on NixOS, nixos-container and systemctl from the
@@ -51,7 +51,7 @@
           meta.mainProgram = "hivegen";
           passthru.tests.unit = pkgs.runCommand "hivegen-unit-tests" {
             nativeBuildInputs = [
-              (pkgs.python3.withPackages (ps: with ps; [ aiohttp jinja2 pygments shtab pytest hypothesis ]))
+              (pkgs.python3.withPackages (ps: with ps; [ aiohttp jinja2 pygments shtab pytest hypothesis jsonschema ]))
             ];
           } ''
             cp -r ${self} src && chmod -R u+w src && cd src
@@ -87,7 +87,7 @@
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           packages = [
-            (pkgs.python3.withPackages (ps: with ps; [ aiohttp jinja2 pygments shtab pytest hypothesis mypy types-pygments ]))
+            (pkgs.python3.withPackages (ps: with ps; [ aiohttp jinja2 pygments shtab pytest hypothesis jsonschema mypy types-pygments ]))
             pkgs.ruff
             pkgs.git
             pkgs.nix

@@ -54,6 +54,12 @@ class DriftError(HivegenError):
     exit_code = ExitCode.DRIFT
 
 
+class Interrupted(HivegenError):
+    """Ctrl-C (exit 130): what `--json` reports when a command was interrupted."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
 class CommandError(HivegenError):
     """An external command failed; carries the argv, exit status and stderr tail."""
 

@@ -177,7 +177,7 @@ class Hive:
                 hint=f"hivegen spawn {name} revives it",
             )
         if name not in scan.registered:
-            raise UsageError(f"no agent named {name!r}", hint=_did_you_mean(name, scan))
+            raise unknown_agent(name, scan)
         return spec
 
     def _port_taken_by(self, spec: AgentSpec, *, running_only: bool) -> str | None:
@@ -470,7 +470,7 @@ class Hive:
             scan = registry.scan(self.config)
             known = name in scan.registered or name in scan.tombstones
             if not known and not (purge and self._has_leftovers(spec)):
-                raise UsageError(f"no agent named {name!r}", hint="hivegen list shows the hive")
+                raise unknown_agent(name, scan)
             conf = nspawn.conf_path(self.config, spec.container)
             nspawn.refuse_declarative(conf, spec.container)
             if name in scan.registered:
@@ -555,10 +555,12 @@ class Hive:
         return [self.spec(n) for n in registry.registered_agents(self.config)]
 
 
-def _did_you_mean(name: str, scan: registry.Registry) -> str:
+def unknown_agent(name: str, scan: registry.Registry) -> UsageError:
+    """The error for a name the hive does not have, with a did-you-mean."""
     import difflib
 
     close = difflib.get_close_matches(name, scan.registered, n=1, cutoff=0.6)
+    hint = "hivegen list shows the hive"
     if close:
-        return f"did you mean {close[0]!r}? (hivegen list shows the hive)"
-    return "hivegen list shows the hive"
+        hint = f"did you mean {close[0]!r}? ({hint})"
+    return UsageError(f"no agent named {name!r}", hint=hint)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, assert_never
 
-from hivegen import process
+from hivegen import jsondoc, process
 from hivegen.errors import CommandError, HivegenError
 
 if TYPE_CHECKING:
@@ -91,3 +91,19 @@ def entry(line: str) -> dict[str, object]:
     if not isinstance(value, dict):
         raise HivegenError(f"journalctl printed a line that is not a JSON object: {line[:200]!r}")
     return value
+
+
+def entry_json(agent: str, line: str) -> dict[str, object]:
+    """One `--output=json` line as a log-entry document's body: its time, its message
+    (text, or journalctl's list of byte values for one that is not printable UTF-8),
+    and every field as journalctl gave it."""
+    fields = entry(line)
+    stamp = fields.get("__REALTIME_TIMESTAMP")
+    return {
+        "agent": agent,
+        "time": jsondoc.precise_time(int(stamp))
+        if isinstance(stamp, str) and stamp.isdigit()
+        else None,
+        "message": fields.get("MESSAGE"),
+        "fields": fields,
+    }

@@ -18,7 +18,7 @@ from hivegen import activation, policy, registry, snapshot
 from hivegen.errors import CommandError, HivegenError, UsageError
 from hivegen.git import validate_commit_ref
 from hivegen.health import HealthCheck
-from hivegen.hive import Hive
+from hivegen.hive import Hive, unknown_agent
 from hivegen.names import AgentSpec
 from hivegen.nixlang import check_nix_string
 from hivegen.repos import check_out_main, fetch_commit
@@ -209,7 +209,7 @@ class Proposals:
         self.hive.spec(agent)
         applied = self._applied(agent)
         if not registry.has_ref(applied / ".git", registry.DEPLOYED_ZERO):
-            raise UsageError(f"no agent named {agent!r}", hint="hivegen list shows the hive")
+            raise unknown_agent(agent, registry.scan(self.hive.config))
         entries = [
             HistoryEntry(
                 id=p.id,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePosixPath
 
-from hivegen import fsutil, registry, safepath
+from hivegen import fsutil, jsondoc, registry, safepath
 from hivegen.config import Config
 from hivegen.errors import HivegenError, UsageError
 from hivegen.names import validate_agent_name
@@ -41,13 +41,22 @@ class SpawnRequest:
     resolved: float | None = None
     note: str = ""
 
-    def as_json(self) -> dict[str, object]:
+    def as_record(self) -> dict[str, object]:
+        """What the request's file holds (Unix times: `_read` reads them back)."""
         return {
             "name": self.name,
             "state": self.state.value,
             "requested": self.requested,
             "resolved": self.resolved,
             "note": self.note,
+        }
+
+    def as_json(self) -> dict[str, object]:
+        """The `--json` and socket shape: times as RFC 3339 (jsondoc)."""
+        return {
+            **self.as_record(),
+            "requested": jsondoc.time(self.requested),
+            "resolved": jsondoc.time(self.resolved),
         }
 
 
@@ -86,7 +95,7 @@ class SpawnRequests:
         )
 
     def _write(self, fd: int, request: SpawnRequest) -> None:
-        data = json.dumps(request.as_json(), sort_keys=True).encode() + b"\n"
+        data = json.dumps(request.as_record(), sort_keys=True).encode() + b"\n"
         shown = self.root / REQUESTS_DIR / f"{request.name}.json"
         fsutil.write_atomic_at(fd, f"{request.name}.json", data, shown, mode=0o600)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from hivegen import jsondoc
 from hivegen.errors import HivegenError, UsageError
 
 SCHEMA_VERSION = 1
@@ -78,8 +79,8 @@ def proposal_json(proposal: Proposal) -> dict[str, object]:
         "status": str(proposal.status),
         "note": proposal.note,
         "error": proposal.error,
-        "created": proposal.created,
-        "resolved": proposal.resolved,
+        "created": jsondoc.time(proposal.created),
+        "resolved": jsondoc.time(proposal.resolved),
     }
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hivegen import registry, snapshot
+from hivegen import jsondoc, registry, snapshot
 from hivegen.errors import HivegenError
 from hivegen.gitobjects import Commit, ObjectStore, UnreadableObjects, open_git_dir
 from hivegen.layout import Layout
@@ -57,7 +57,8 @@ class Unproposed:
             "count": self.count,
             "error": self.error,
             "commits": [
-                {"sha": c.sha, "subject": c.subject, "committed": c.time} for c in self.commits
+                {"sha": c.sha, "subject": c.subject, "committed": jsondoc.time(c.time)}
+                for c in self.commits
             ],
         }
 

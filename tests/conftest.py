@@ -7,7 +7,7 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -54,6 +54,24 @@ def _hivegen_logger_restored() -> Iterator[None]:
     saved = (logger.handlers[:], logger.level, logger.propagate)
     yield
     logger.handlers[:], logger.level, logger.propagate = saved
+
+
+@pytest.fixture(autouse=True)
+def _json_documents_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `--json` document a test makes in-process is checked against the schema it
+    names (tests/jsonschemas.py): whichever test runs a verb, its output is proven to
+    be what hivegen/schemas documents."""
+    from hivegen import jsondoc
+    from tests import jsonschemas
+
+    make = jsondoc.document
+
+    def checked(kind: jsondoc.Kind, body: Mapping[str, object]) -> dict[str, object]:
+        document = make(kind, body)
+        assert jsonschemas.validate(document) is kind
+        return document
+
+    monkeypatch.setattr(jsondoc, "document", checked)
 
 
 def pytest_configure(config: pytest.Config) -> None:

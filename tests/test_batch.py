@@ -29,7 +29,7 @@ def cfg(tmp_path: Path, hyperhive_flake: str, capsys: pytest.CaptureFixture[str]
 
 def states(cfg: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
     assert main([*cfg, "status", "--json"]) == 0
-    return {row["name"]: row["state"] for row in json.loads(capsys.readouterr().out)}
+    return {row["name"]: row["state"] for row in json.loads(capsys.readouterr().out)["agents"]}
 
 
 def test_stop_and_start_all_in_the_hives_order(

@@ -43,6 +43,7 @@ def test_port(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["port", "hm1nd", "--json"], capsys)
     assert code == 0
     assert json.loads(out) == {
+        "schema": "hivegen.port/1",
         "name": "hm1nd",
         "port": 8000,
         "container": "hm1nd",
@@ -116,7 +117,7 @@ def test_render_agent_files(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Per-agent overrides for alice." in out
     code, out, _ = run(["render", "agent-flake", "--json"], capsys)
     assert code == 0
-    assert "nixosModules.default" in json.loads(out)["flake.nix"]
+    assert "nixosModules.default" in json.loads(out)["files"]["flake.nix"]
     assert run(["render", "agent-nix", "../x"], capsys)[0] == 2
 
 

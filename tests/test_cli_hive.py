@@ -168,7 +168,7 @@ def test_status_of_names_a_detail_view_and_watch(
     assert detail["wanted"].strip() == "running"
     assert detail["port"].strip() == "8879"
     assert main([*cfg, "status", "h-bob", "alice", "--json"]) == 0
-    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["bob", "alice"]
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)["agents"]] == ["bob", "alice"]
     assert main([*cfg, "status", "alcie"]) == 2
     assert "did you mean 'alice'?" in capsys.readouterr().err
 

@@ -104,7 +104,7 @@ def test_status_answers_while_a_spawn_holds_the_lock(tmp_path: Path, hyperhive_f
             check=True,
         )
         assert time.monotonic() - started < 10
-        assert {row["name"] for row in json.loads(status.stdout)} >= {"alice"}
+        assert {row["name"] for row in json.loads(status.stdout)["agents"]} >= {"alice"}
         blocked = subprocess.run(
             [
                 sys.executable,

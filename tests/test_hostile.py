@@ -346,6 +346,6 @@ def test_hostile_commit_subject(
             assert not (0x7F <= ord(char) <= 0x9F), (args, repr(char))
             assert char not in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069", args
     code, out, _ = run([*base, "pending", "--json"], capsys)
-    subjects = {e["id"]: e["subject"] for e in json.loads(out)}
+    subjects = {e["id"]: e["subject"] for e in json.loads(out)["proposals"]}
     assert subjects[proposal_id] == case["value"]  # exact, a lone "\r" included
     Proposals(hive).deny(proposal_id)

@@ -241,7 +241,7 @@ def test_cli_status_json_and_list(
     assert "alice: created container h-alice" in out
     assert "[h-alice] " in err  # nix build output streamed with the container prefix
     assert main(["--config", config, "status", "--json"]) == 0
-    (row,) = json.loads(capsys.readouterr().out)
+    (row,) = json.loads(capsys.readouterr().out)["agents"]
     assert row["name"] == "alice"
     assert row["state"] == "running"
     assert row["port"] == 8879

@@ -22,8 +22,10 @@ import pytest
 from hivegen.cli import main
 from hivegen.config import load_config
 from hivegen.hive import Hive
+from hivegen.jsondoc import Kind
 from hivegen.simhost import journalctl
 from hivegen.simhost.state import ENV_ROOT, Host
+from tests import jsonschemas
 from tests.conftest import sim_config
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}"
@@ -154,8 +156,12 @@ def test_a_hostile_line_is_shown_sanitised_byte_for_byte(base: Path) -> None:
     )
     assert as_json.stdout.isascii()
     [line] = as_json.stdout.decode().splitlines()
-    entry = json.loads(line)
+    document = json.loads(line)
+    assert jsonschemas.validate(document) is Kind.LOG_ENTRY
+    assert (document["agent"], document["time"]) == ("alice", "2023-11-14T22:13:20.000000Z")
     # Not printable UTF-8: journalctl's list of byte values, the exact bytes.
+    assert bytes(document["message"]) == HOSTILE
+    entry = document["fields"]
     assert bytes(entry["MESSAGE"]) == HOSTILE
     assert entry["_HOSTNAME"] == "h-alice"
     assert journalctl_calls(base)[-1][-2:] == ["--output=json", "--quiet"]

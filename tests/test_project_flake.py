@@ -142,7 +142,7 @@ def test_project_flake_outputs_evaluate_against_a_stub_nixpkgs(tmp_path: Path) -
     assert "installManPage hivegen.1" in install
     assert {"python3-env", "ruff", "git", "nix"} <= set(result["shell"]["deps"])
     # `nix develop` can run `hivegen serve` and the suite.
-    assert pyproject_dependencies() | {"pytest", "hypothesis", "mypy"} <= set(
+    assert pyproject_dependencies() | {"pytest", "hypothesis", "jsonschema", "mypy"} <= set(
         result["shell"]["pythonDeps"]
     )
 
@@ -165,7 +165,9 @@ def test_flake_checks_run_the_offline_tests(tmp_path: Path) -> None:
     )
     assert checks["names"] == ["package", "unit"]
     assert checks["deps"] == ["python3-env"]
-    assert pyproject_dependencies() | {"pytest", "hypothesis"} <= set(checks["pythonDeps"])
+    assert pyproject_dependencies() | {"pytest", "hypothesis", "jsonschema"} <= set(
+        checks["pythonDeps"]
+    )
     [command] = [line for line in checks["script"].splitlines() if "-m pytest" in line]
     files = re.findall(r"tests/test_\w+\.py", command)
     assert len(files) >= 5

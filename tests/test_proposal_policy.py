@@ -113,7 +113,9 @@ def test_allowed_inputs_are_accepted_and_shown_on_review(
     assert diff.startswith(f"!! proposal {proposal_id} (alice) brings its own flake inputs")
     assert '+  inputs.tools.url = "github:example/tools";' in diff
     assert main([*args, "pending", "--json"]) == 0
-    entry = next(e for e in json.loads(capsys.readouterr().out) if str(e["id"]) == proposal_id)
+    entry = next(
+        e for e in json.loads(capsys.readouterr().out)["proposals"] if str(e["id"]) == proposal_id
+    )
     assert entry["flake_inputs"] == {
         "flake_nix_changed": True,
         "has_flake_lock": False,

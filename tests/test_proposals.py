@@ -301,7 +301,7 @@ def test_cli_flow(hive: Hive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert (result["id"], result["status"]) == (2, "failed")
     assert "alice cannot build" in result["error"]
     assert main([*config, "history", "alice", "--json"]) == 0
-    assert [e["status"] for e in json.loads(capsys.readouterr().out)] == [
+    assert [e["status"] for e in json.loads(capsys.readouterr().out)["entries"]] == [
         "failed",
         "deployed",
         "deployed",

@@ -256,7 +256,7 @@ def test_12_a_proposal_made_before_a_newer_deploy_is_refused_unless_forced(
     assert proposals.store.get(older.id).status is ProposalStatus.PENDING
 
     assert main(["--config", str(config_path), "pending", "--json"]) == 0
-    [row] = json.loads(capsys.readouterr().out)
+    [row] = json.loads(capsys.readouterr().out)["proposals"]
     assert (row["id"], row["superseded"]) == (older.id, True)
     assert main(["--config", str(config_path), "pending"]) == 0
     assert "(superseded) manager change" in capsys.readouterr().out

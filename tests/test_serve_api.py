@@ -101,7 +101,7 @@ def test_identity_is_the_socket(config: Path, server: Server) -> None:
     assert isinstance(proposal, dict)
     assert (proposal["agent"], proposal["sha"], proposal["status"]) == ("bob", sha, "pending")
     assert proposal["subject"] == "change"
-    pending = json.loads(hivegen(config, "pending", "--json").stdout)
+    pending = json.loads(hivegen(config, "pending", "--json").stdout)["proposals"]
     assert [(p["id"], p["agent"], p["sha"]) for p in pending] == [(proposal["id"], "bob", sha)]
 
     # Alice cannot see bob's proposal, not even that it exists; nor approve anything.
@@ -112,7 +112,9 @@ def test_identity_is_the_socket(config: Path, server: Server) -> None:
             reply = request(path, "POST", target, {"id": proposal["id"]})
             assert reply.status == 403, (path, target)
             assert "the operator's decision" in error_of(reply)
-    assert json.loads(hivegen(config, "pending", "--json").stdout)[0]["status"] == "pending"
+    assert json.loads(hivegen(config, "pending", "--json").stdout)["proposals"][0]["status"] == (
+        "pending"
+    )
     # Bob sees his own.
     bobs = request(sock(config, "bob"), "GET", f"/proposals/{proposal['id']}").json()
     assert isinstance(bobs, dict)
@@ -203,7 +205,9 @@ def test_spawn_requests(config: Path, server: Server) -> None:
     assert "dave" in shown
     assert [
         r["name"]
-        for r in json.loads(hivegen(config, "pending", "--json", "--spawn-requests").stdout)
+        for r in json.loads(hivegen(config, "pending", "--json", "--spawn-requests").stdout)[
+            "spawn_requests"
+        ]
     ] == ["carol", "dave"]
 
     hivegen(config, "spawn", "carol")
@@ -323,7 +327,8 @@ def test_mcp_forwards_each_tool_call_to_the_socket(config: Path, server: Server)
     assert replies[3]["error"] == {"code": -32602, "message": "unknown argument 'who'"}
     assert json.loads(replies[4]["result"]["content"][0]["text"])["agent"] == "alice"  # type: ignore[index]
     assert replies[5]["error"]["code"] == -32700  # type: ignore[index]
-    assert json.loads(hivegen(config, "pending", "--json").stdout)[0]["agent"] == "alice"
+    [made_by_mcp] = json.loads(hivegen(config, "pending", "--json").stdout)["proposals"]
+    assert made_by_mcp["agent"] == "alice"
 
     # A sub-agent is offered only what its socket takes, and asking for more is refused
     # by the server, not only by the tool list.

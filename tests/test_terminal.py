@@ -24,6 +24,7 @@ from hivegen import cli
 from hivegen.config import load_config
 from hivegen.errors import HivegenError
 from hivegen.hive import Hive
+from hivegen.jsondoc import Kind
 from hivegen.proposals import Proposals
 from tests.conftest import commit_dir, sim_config
 
@@ -104,7 +105,7 @@ def test_pending_json_is_the_exact_subject(
     code, out, _ = hostile.run("pending", "--json", capsys=capsys)
     assert code == 0
     out.encode("ascii")  # every control, C1 and bidi character is a \\u escape
-    [entry] = json.loads(out)
+    [entry] = json.loads(out)["proposals"]
     assert entry["subject"] == Proposals(hostile.hive).pending()[0].subject
     assert entry["subject"].startswith(f"tune alice {HOSTILE} safe")
 
@@ -113,7 +114,7 @@ def test_pending_json_keeps_carriage_return(
     hostile: HostileHive, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, out, _ = hostile.run("pending", "--json", capsys=capsys)
-    assert json.loads(out)[0]["subject"] == SUBJECT
+    assert json.loads(out)["proposals"][0]["subject"] == SUBJECT
 
 
 def test_history_table_is_inert(hostile: HostileHive, capsys: pytest.CaptureFixture[str]) -> None:
@@ -132,7 +133,7 @@ def test_history_json_is_the_exact_note(
     code, out, _ = hostile.run("history", "alice", "--json", capsys=capsys)
     assert code == 0
     out.encode("ascii")
-    notes = {e["id"]: e["note"] for e in json.loads(out)}
+    notes = {e["id"]: e["note"] for e in json.loads(out)["entries"]}
     assert notes[3] == NOTE
     assert "\u202egnp.exe \x9b31m" in notes[2]
 
@@ -194,10 +195,10 @@ def test_error_printer_escapes(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_json_output_is_ascii_and_exact(capsys: pytest.CaptureFixture[str]) -> None:
     value = {"subject": SUBJECT, "note": NOTE, "plain": "héllo ✓"}
-    cli._print_json(value)
+    cli._print_json(Kind.PROPOSAL, value)
     out = capsys.readouterr().out
     out.encode("ascii")
-    assert json.loads(out) == value
+    assert json.loads(out) == {"schema": "hivegen.proposal/1", **value}
 
 
 def test_verbose_log_lines_are_inert(capsys: pytest.CaptureFixture[str]) -> None:

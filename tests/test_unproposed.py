@@ -32,7 +32,7 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple
 def status_of(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
     code, out, _ = cli(tmp_path, capsys, "status", "--json")
     assert code == 0
-    [alice] = json.loads(out)
+    [alice] = json.loads(out)["agents"]
     return dict(alice)
 
 
@@ -61,7 +61,7 @@ def test_unproposed_commits_in_status_and_pending(
     assert f"alice  {sha[:7]}  second \\x1b]52;c;aGk=\\x07 \\u202e" in out
     assert out.index("second") < out.index("first")  # newest first
     code, out, _ = cli(tmp_path, capsys, "pending", "--json", "--unproposed")
-    [entry] = json.loads(out)
+    [entry] = json.loads(out)["unproposed"]
     assert (entry["agent"], entry["count"], entry["error"]) == ("alice", 2, None)
     # --json keeps the exact text (JSON escapes it).
     assert [c["subject"] for c in entry["commits"]] == [
@@ -74,7 +74,7 @@ def test_unproposed_commits_in_status_and_pending(
     assert cli(tmp_path, capsys, "propose", "alice")[0] == 0
     assert status_of(tmp_path, capsys)["unproposed"] == 0
     code, out, _ = cli(tmp_path, capsys, "pending", "--json", "--unproposed")
-    assert json.loads(out) == []
+    assert json.loads(out) == {"schema": "hivegen.pending/1", "unproposed": []}
     assert "nobody proposed" not in cli(tmp_path, capsys, "pending")[1]
     assert cli(tmp_path, capsys, "approve", "1")[0] == 0
     assert status_of(tmp_path, capsys)["unproposed"] == 0
@@ -89,7 +89,7 @@ def test_unproposed_commits_in_status_and_pending(
     assert [c.subject for c in unproposed.of_agent(hive.layout, "alice").commits] == ["fourth"]
     code, out, _ = cli(tmp_path, capsys, "pending", "--json", "--unproposed")
     assert denied not in out
-    assert [c["subject"] for c in json.loads(out)[0]["commits"]] == ["fourth"]
+    assert [c["subject"] for c in json.loads(out)["unproposed"][0]["commits"]] == ["fourth"]
 
 
 def test_status_reads_them_without_a_process(
@@ -267,6 +267,7 @@ def test_dry_run_builds_what_approve_deploys_and_changes_nothing(
     code, out, _ = cli(tmp_path, capsys, "approve", "1", "--dry-run", "--json")
     assert code == 0
     assert json.loads(out) == {
+        "schema": "hivegen.dry-run/1",
         "id": 1,
         "agent": "alice",
         "sha": sha,

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from hivegen.cli.common import (
+    JSON_LINES_VERBS,
     PROG,
     Handler,
     _os_error,
@@ -20,19 +21,24 @@ from hivegen.cli.common import (
     _report,
     _setup_logging,
     close_live,
+    json_errors,
+    print_error_document,
 )
 from hivegen.cli.parser import build_parser
-from hivegen.errors import ExitCode, HivegenError
+from hivegen.errors import ExitCode, HivegenError, Interrupted
 
 # main and build_parser are the API; the helpers are here for the tests that call them.
 __all__ = ["_print_json", "_report", "_setup_logging", "build_parser", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    before_dashes = words[: words.index("--")] if "--" in words else words
+    with json_errors("--json" in before_dashes):
+        args = parser.parse_args(words)
     # For the hive lock's record of who holds it.
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = words
     _setup_logging(args.verbose)
     handler: Handler = args.handler
     try:
@@ -46,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             traceback.print_exc()
         _report(error)
+        if getattr(args, "json", False):
+            print_error_document(error, one_line=args.command in JSON_LINES_VERBS)
         return int(error.exit_code)
     except BrokenPipeError:
         # `hivegen render meta | head`: the reader left; not an error worth a traceback.
@@ -60,7 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         reported = _os_error(os_error)
         _report(reported)
+        if getattr(args, "json", False):
+            print_error_document(reported, one_line=args.command in JSON_LINES_VERBS)
         return int(reported.exit_code)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
+        if getattr(args, "json", False):
+            print_error_document(
+                Interrupted("interrupted"), one_line=args.command in JSON_LINES_VERBS
+            )
         return int(ExitCode.INTERRUPTED)

@@ -16,6 +16,7 @@ from hivegen.cli.common import (
     _short,
 )
 from hivegen.errors import ExitCode, UsageError
+from hivegen.jsondoc import Kind
 from hivegen.sanitize import terminal_line
 
 
@@ -35,7 +36,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for a in agents
     ]
     if args.json:
-        _print_json(rows)
+        _print_json(Kind.LIST, {"agents": rows})
     else:
         _print_table(
             ["NAME", "CONTAINER", "ROLE", "PORT"],
@@ -53,13 +54,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return ExitCode.OK
     if args.watch <= 0:
         raise UsageError(f"--watch {args.watch}: must be a positive number of seconds")
-    clear = sys.stdout.isatty()
+    clear = sys.stdout.isatty() and not args.json
     try:
         while True:
             statuses = _chosen(args, hive.status())
             if clear:
                 sys.stdout.write("\x1b[H\x1b[2J")  # home, clear: as watch(1) redraws
-            print(f"every {args.watch:g}s: {PROG} status  {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            if not args.json:  # with --json: a document a tick, each with its time
+                print(
+                    f"every {args.watch:g}s: {PROG} status  {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                )
             _show_status(args, statuses)
             sys.stdout.flush()
             time.sleep(args.watch)
@@ -94,7 +98,14 @@ def _status_json(s: Any) -> dict[str, object]:
 
 def _show_status(args: argparse.Namespace, statuses: list[Any]) -> None:
     if args.json:
-        _print_json([_status_json(s) for s in statuses])
+        import time
+
+        from hivegen import jsondoc
+
+        _print_json(
+            Kind.STATUS,
+            {"time": jsondoc.time(time.time()), "agents": [_status_json(s) for s in statuses]},
+        )
         return
     if len(args.names) == 1:
         [one] = statuses

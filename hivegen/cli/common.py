@@ -6,10 +6,11 @@ is hard to undo, and how an error or a log line reaches stderr."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -35,6 +36,18 @@ def _add_color_option(parser: argparse.ArgumentParser, what: str) -> None:
         choices=list(Color),
         default=Color.AUTO,
         help=f"highlight {what} (default: auto, when stdout is a terminal)",
+    )
+
+
+def _add_json_option(parser: argparse.ArgumentParser, *kinds: str, what: str = "") -> None:
+    """--json, its help naming the document it prints (docs/json.md has them all)."""
+    from hivegen import jsondoc
+
+    ids = " or ".join(jsondoc.schema_id(jsondoc.Kind(k)) for k in kinds)
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help=f"print {what or 'the result'} as JSON: a {ids} document (docs/json.md)",
     )
 
 
@@ -85,6 +98,8 @@ class _Parser(argparse.ArgumentParser):
                 f"; did you mean {close[0]!r}?" if close else ""
             )
             message += f" ({self.prog} --help lists them)"
+        if _JSON_ERRORS[0]:
+            print_error_document(UsageError(f"{message} (see {self.prog} --help)"))
         super().error(message)
 
 
@@ -182,11 +197,70 @@ def _confirm(args: argparse.Namespace, action: str) -> None:
         raise HivegenError("not confirmed: nothing was changed")
 
 
-def _print_json(value: object) -> None:
+def _print_json(kind: Any, body: Mapping[str, object], *, one_line: bool = False) -> None:
+    """Print `body` as a `--json` document of `kind` (a jsondoc.Kind); `one_line` for a
+    verb that prints JSON Lines (`logs`)."""
+    from hivegen import jsondoc
+
     # ensure_ascii: every non-ASCII character (C1 controls, bidi overrides) is a \uXXXX
     # escape, so no raw control reaches the terminal; the decoded value is the exact text.
-    json.dump(value, sys.stdout, indent=2, sort_keys=True, ensure_ascii=True)
+    json.dump(
+        jsondoc.document(kind, body),
+        sys.stdout,
+        indent=None if one_line else 2,
+        sort_keys=True,
+        ensure_ascii=True,
+    )
     sys.stdout.write("\n")
+    _PRINTED.append(kind)
+
+
+# The verbs whose --json is JSON Lines, one document a line: an error is one line too.
+JSON_LINES_VERBS = frozenset({"logs"})
+
+
+# The kinds of the documents this command printed: main prints an error document for a
+# failed `--json` command only when it printed none of its own.
+_PRINTED: list[Any] = []
+
+
+def print_error_document(error: HivegenError, *, one_line: bool = False) -> None:
+    """A failed `--json` command's document, unless it printed one of its own (a failed
+    build, a batch with a failed agent: their results say what failed)."""
+    from hivegen import jsondoc
+    from hivegen.errors import CommandError
+
+    if _PRINTED:
+        return
+    detail: dict[str, object] = {
+        "message": error.message,
+        "hint": error.hint,
+        "exit_code": int(error.exit_code),
+    }
+    if isinstance(error, CommandError):
+        detail["command"] = {
+            "argv": list(error.argv),
+            "exit_code": error.returncode,
+            "stderr_tail": list(error.stderr_tail),
+        }
+    _print_json(jsondoc.Kind.ERROR, {"error": detail}, one_line=one_line)
+
+
+# Set while the command line is parsed, when it asks for --json: a usage error is then
+# a document too.
+_JSON_ERRORS: list[bool] = [False]
+
+
+@contextlib.contextmanager
+def json_errors(wanted: bool) -> Iterator[None]:
+    """Start a command: nothing printed yet, and argparse's errors as documents if
+    `wanted`, while the command line is parsed."""
+    _PRINTED.clear()
+    _JSON_ERRORS[0] = wanted
+    try:
+        yield
+    finally:
+        _JSON_ERRORS[0] = False
 
 
 def _print_table(header: list[str], rows: Sequence[Sequence[object]]) -> None:

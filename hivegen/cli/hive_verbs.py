@@ -8,6 +8,7 @@ import sys
 
 from hivegen.cli.common import PROG, _hive, _print_json, _short
 from hivegen.errors import ExitCode
+from hivegen.jsondoc import Kind
 from hivegen.sanitize import terminal, terminal_line
 
 
@@ -16,12 +17,13 @@ def _cmd_init(args: argparse.Namespace) -> int:
     result = hive.init()
     if args.json:
         _print_json(
+            Kind.INIT,
             {
                 "state_root": str(hive.layout.root),
                 "created": [str(p) for p in result.created],
                 "fixed_modes": [str(p) for p in result.fixed_modes],
                 "migrated_notes": list(result.migrated_notes),
-            }
+            },
         )
         return ExitCode.OK
     for path in result.created:
@@ -41,11 +43,12 @@ def _cmd_meta_sync(args: argparse.Namespace) -> int:
         plan = hive.meta_plan()
         if args.json:
             _print_json(
+                Kind.META_CHECK,
                 {
                     "up_to_date": not plan.needed,
                     "agents": list(plan.agents),
                     "changes": plan.describe(),
-                }
+                },
             )
         elif plan.needed:
             print("meta flake is out of date:")
@@ -57,13 +60,14 @@ def _cmd_meta_sync(args: argparse.Namespace) -> int:
     result = hive.meta_sync()
     if args.json:
         _print_json(
+            Kind.META_SYNC,
             {
                 "changed": result.commit is not None,
                 "commit": result.commit,
                 "overwritten": result.overwritten,
                 "agents": list(result.plan.agents),
                 "changes": result.plan.describe(),
-            }
+            },
         )
     else:
         if result.overwritten is not None:
@@ -87,6 +91,7 @@ def _cmd_meta_update(args: argparse.Namespace) -> int:
     result = _hive(args).meta_update(args.inputs)
     if args.json:
         _print_json(
+            Kind.META_UPDATE,
             {
                 "commit": result.commit,
                 "inputs": [
@@ -100,7 +105,7 @@ def _cmd_meta_update(args: argparse.Namespace) -> int:
                     }
                     for c in result.changes
                 ],
-            }
+            },
         )
         return ExitCode.OK
     for change in result.changes:
@@ -131,6 +136,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     report = Doctor(_hive(args)).run(repair=args.repair)
     if args.json:
         _print_json(
+            Kind.DOCTOR,
             {
                 "repaired": list(report.repaired),
                 "findings": [
@@ -144,7 +150,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
                     }
                     for f in report.findings
                 ],
-            }
+            },
         )
     else:
         for line in report.repaired:
@@ -165,6 +171,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     report = Reconciler(_hive(args)).run()
     if args.json:
         _print_json(
+            Kind.RECONCILE,
             {
                 "settled": list(report.settled),
                 "errors": list(report.errors),
@@ -179,7 +186,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
                     for a in report.agents
                 ],
                 "foreign": list(report.foreign),
-            }
+            },
         )
         return ExitCode.FAILED if report.failed else ExitCode.OK
     for line in report.settled:

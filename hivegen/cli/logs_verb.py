@@ -25,7 +25,7 @@ def _lines(value: str) -> int | None:
 def _cmd_logs(args: argparse.Namespace) -> int:
     import json
 
-    from hivegen import logs
+    from hivegen import jsondoc, logs
 
     hive = _hive(args)
     query = logs.Query(
@@ -38,7 +38,9 @@ def _cmd_logs(args: argparse.Namespace) -> int:
         # The container wrote every byte of it: no control reaches the terminal raw, and
         # one line stays one line.
         if args.json:
-            text = json.dumps(logs.entry(line), ensure_ascii=True, sort_keys=True)
+            # One document a line (JSON Lines), as journalctl -o json gives them.
+            document = jsondoc.document(jsondoc.Kind.LOG_ENTRY, logs.entry_json(args.name, line))
+            text = json.dumps(document, ensure_ascii=True, sort_keys=True)
         else:
             text = terminal_line(line)
         sys.stdout.write(text + "\n")

@@ -16,6 +16,7 @@ from hivegen.cli.common import (
     PROG,
     _add_color_option,
     _add_global_options,
+    _add_json_option,
     _Formatter,
     _Parser,
     _VerbParser,
@@ -98,7 +99,7 @@ def _add_render_commands(sub: Any) -> None:
         epilog="example:\n  hivegen port alice        8879",
     )
     port.add_argument("name", metavar="NAME", help="agent name")
-    port.add_argument("--json", action="store_true", help="print a JSON object")
+    _add_json_option(port, "port")
     port.set_defaults(handler=_cmd_port)
 
     render = sub.add_parser(
@@ -136,7 +137,7 @@ def _add_render_commands(sub: Any) -> None:
     meta_render.set_defaults(handler=_cmd_render_meta)
     for leaf in (agent_nix, agent_flake, meta_render):
         _add_color_option(leaf, "the output")
-        leaf.add_argument("--json", action="store_true", help="print {path: text} as a JSON object")
+        _add_json_option(leaf, "render", what="{path: text}")
 
 
 def _add_hive_commands(sub: Any) -> None:
@@ -149,7 +150,7 @@ def _add_hive_commands(sub: Any) -> None:
         "meta/,\nshared/, the lock file). Safe to run again: it only creates "
         "what is missing\nand puts credentials/ back to 0700.",
     )
-    init.add_argument("--json", action="store_true", help="print a JSON object")
+    _add_json_option(init, "init")
     init.set_defaults(handler=_cmd_init)
 
     meta = sub.add_parser(
@@ -177,7 +178,7 @@ def _add_hive_commands(sub: Any) -> None:
         action="store_true",
         help="change nothing; exit 3 and print what a sync would change",
     )
-    sync.add_argument("--json", action="store_true", help="print a JSON object")
+    _add_json_option(sync, "meta-sync", "meta-check")
     sync.set_defaults(handler=_cmd_meta_sync)
     update = meta_sub.add_parser(
         "update",
@@ -189,7 +190,7 @@ def _add_hive_commands(sub: Any) -> None:
     update.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="hyperhive, or agent-NAME for a registered agent"
     )
-    update.add_argument("--json", action="store_true", help="print a JSON object")
+    _add_json_option(update, "meta-update")
     update.set_defaults(handler=_cmd_meta_update)
 
 
@@ -258,7 +259,7 @@ def _add_agent_commands(sub: Any) -> None:
                 help="every registered agent (the manager "
                 + ("first)" if verb in ("start", "restart") else "last)"),
             )
-        parser.add_argument("--json", action="store_true", help="print a JSON object")
+        _add_json_option(parser, "lifecycle", what="each agent's outcome")
         if verb == "destroy":
             parser.add_argument(
                 "--purge",
@@ -277,7 +278,7 @@ def _add_agent_commands(sub: Any) -> None:
         allow_abbrev=False,
         description="Name, container, role and port of every registered agent.",
     )
-    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    _add_json_option(listing, "list", what="the agents")
     listing.add_argument(
         "--names",
         dest="names_only",
@@ -298,7 +299,7 @@ def _add_agent_commands(sub: Any) -> None:
     status.add_argument(
         "names", nargs="*", metavar="NAME", help="only these agents (one: a detail view)"
     )
-    status.add_argument("--json", action="store_true", help="print a JSON array")
+    _add_json_option(status, "status", what="the agents' states")
     status.add_argument(
         "--watch",
         nargs="?",
@@ -332,9 +333,7 @@ def _add_agent_commands(sub: Any) -> None:
         metavar="N",
         help=f"the last N entries, or all (default: {LOGS_DEFAULT_LINES})",
     )
-    logs.add_argument(
-        "--json", action="store_true", help="each entry as a JSON object of its fields, one a line"
-    )
+    _add_json_option(logs, "log-entry", what="each entry, one a line,")
     logs.set_defaults(handler=_cmd_logs)
 
 
@@ -351,7 +350,7 @@ def _add_check_commands(sub: Any) -> None:
         epilog="examples:\n  hivegen doctor\n  hivegen doctor --repair",
     )
     doctor.add_argument("--repair", action="store_true", help="fix what can be fixed safely")
-    doctor.add_argument("--json", action="store_true", help="print a JSON object")
+    _add_json_option(doctor, "doctor", what="the findings")
     doctor.set_defaults(handler=_cmd_doctor)
     reconcile = sub.add_parser(
         "reconcile",
@@ -366,5 +365,5 @@ def _add_check_commands(sub: Any) -> None:
         "Run at boot by hivegen-reconcile.service; exit 1 if any agent failed.",
         epilog="examples:\n  hivegen reconcile\n  hivegen reconcile --json",
     )
-    reconcile.add_argument("--json", action="store_true", help="print a JSON object")
+    _add_json_option(reconcile, "reconcile")
     reconcile.set_defaults(handler=_cmd_reconcile)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hivegen.cli.common import _add_color_option, _Formatter
+from hivegen.cli.common import _add_color_option, _add_json_option, _Formatter
 from hivegen.cli.proposal_verbs import (
     _cmd_approve,
     _cmd_deny,
@@ -55,7 +55,7 @@ def _add_proposal_commands(sub: Any) -> None:
         "you have checked every input: they are copied into the store every container "
         "reads. Inputs on the host's filesystem (path:, file:, git+file:) are refused anyway",
     )
-    propose.add_argument("--json", action="store_true", help="print the proposal as JSON")
+    _add_json_option(propose, "proposal", what="the proposal")
     propose.set_defaults(handler=_cmd_propose)
 
     pending = add(
@@ -65,21 +65,21 @@ def _add_proposal_commands(sub: Any) -> None:
         "each proposed repo's main that nobody proposed (reachable from its tip, not\n"
         "from the applied main nor any commit ever proposed); then the manager's spawn\n"
         "requests (hivegen spawn NAME grants one, hivegen dismiss NAME refuses it).\n"
-        "--json prints the proposals; `--json --unproposed` the unproposed commits,\n"
-        "`--json --spawn-requests` the requests.",
+        "--json prints all three (a hivegen.pending/1 document: docs/json.md);\n"
+        "with --unproposed or --spawn-requests, that list alone.",
         "hivegen pending",
     )
-    pending.add_argument("--json", action="store_true", help="print a JSON array")
+    _add_json_option(pending, "pending", what="the three lists")
     shown = pending.add_mutually_exclusive_group()
     shown.add_argument(
         "--unproposed",
         action="store_true",
-        help="with --json: print each agent's unproposed commits instead",
+        help="with --json: print only each agent's unproposed commits",
     )
     shown.add_argument(
         "--spawn-requests",
         action="store_true",
-        help="with --json: print the queued spawn requests instead",
+        help="with --json: print only the queued spawn requests",
     )
     pending.set_defaults(handler=_cmd_pending)
 
@@ -93,7 +93,7 @@ def _add_proposal_commands(sub: Any) -> None:
     )
     dismiss.add_argument("name", metavar="NAME")
     dismiss.add_argument("--note", default="", help="why (the manager reads it)")
-    dismiss.add_argument("--json", action="store_true", help="print the request as JSON")
+    _add_json_option(dismiss, "spawn-request", what="the request")
     dismiss.set_defaults(handler=_cmd_dismiss)
 
     diff = add(
@@ -132,7 +132,7 @@ def _add_proposal_commands(sub: Any) -> None:
         help="build the system approve would install and print its store path; "
         "deploy nothing and change nothing",
     )
-    approve.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_json_option(approve, "deployment", "dry-run")
     approve.set_defaults(handler=_cmd_approve)
 
     deny = add(
@@ -143,7 +143,7 @@ def _add_proposal_commands(sub: Any) -> None:
     )
     deny.add_argument("id", metavar="ID", type=int)
     deny.add_argument("--note", default="", help="why (kept in the tag)")
-    deny.add_argument("--json", action="store_true", help="print the proposal as JSON")
+    _add_json_option(deny, "proposal", what="the proposal")
     deny.set_defaults(handler=_cmd_deny)
 
     history = add(
@@ -153,7 +153,7 @@ def _add_proposal_commands(sub: Any) -> None:
         "hivegen history alice",
     )
     history.add_argument("agent", metavar="AGENT")
-    history.add_argument("--json", action="store_true", help="print a JSON array")
+    _add_json_option(history, "history", what="the entries")
     history.set_defaults(handler=_cmd_history)
 
     rollback = add(
@@ -168,5 +168,5 @@ def _add_proposal_commands(sub: Any) -> None:
     rollback.add_argument(
         "--yes", action="store_true", help="do not ask first (needed without a TTY)"
     )
-    rollback.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_json_option(rollback, "deployment")
     rollback.set_defaults(handler=_cmd_rollback)

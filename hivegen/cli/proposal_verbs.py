@@ -10,6 +10,7 @@ from typing import Any
 from hivegen.cli.common import _age, _confirm, _hive, _print_json, _print_table, _short
 from hivegen.errors import ExitCode, UsageError
 from hivegen.highlight import Language
+from hivegen.jsondoc import Kind
 from hivegen.sanitize import terminal, terminal_line
 
 
@@ -29,7 +30,9 @@ def _cmd_propose(args: argparse.Namespace) -> int:
     proposals = _proposals(args)
     proposal = proposals.propose(args.agent, args.rev, allow_flake_inputs=args.allow_flake_inputs)
     if args.json:
-        _print_json({**_proposal_json(proposal), "subject": proposals.subject(proposal)})
+        _print_json(
+            Kind.PROPOSAL, {**_proposal_json(proposal), "subject": proposals.subject(proposal)}
+        )
     else:
         print(proposal.id)
         print(
@@ -52,13 +55,9 @@ def _cmd_pending(args: argparse.Namespace) -> int:
     layout = proposals.hive.layout
     unasked = unproposed.of_agents(layout, registry.registered_agents(proposals.hive.config))
     now = time.time()
-    if args.json and args.spawn_requests:
-        _print_json([r.as_json() for r in requests])
-    elif args.json and args.unproposed:
-        _print_json([u.as_json() for u in unasked])
-    elif args.json:
-        _print_json(
-            [
+    if args.json:
+        document: dict[str, object] = {
+            "proposals": [
                 {
                     **_proposal_json(e.proposal),
                     "subject": e.subject,
@@ -66,8 +65,15 @@ def _cmd_pending(args: argparse.Namespace) -> int:
                     "flake_inputs": _flake_json(e.flake),
                 }
                 for e in entries
-            ]
+            ],
+            "unproposed": [u.as_json() for u in unasked],
+            "spawn_requests": [r.as_json() for r in requests],
+        }
+        # --unproposed, --spawn-requests: that list alone.
+        only = (
+            "unproposed" if args.unproposed else "spawn_requests" if args.spawn_requests else None
         )
+        _print_json(Kind.PENDING, {only: document[only]} if only else document)
     elif not entries:
         print("no pending proposals")
     else:
@@ -134,7 +140,7 @@ def _cmd_dismiss(args: argparse.Namespace) -> int:
             f"no spawn request of {args.name!r} is queued", hint="hivegen pending lists them"
         )
     if args.json:
-        _print_json(answered.as_json())
+        _print_json(Kind.SPAWN_REQUEST, answered.as_json())
     else:
         print(f"spawn request of {args.name} dismissed")
     return ExitCode.OK
@@ -179,7 +185,10 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 def _print_deployment(args: argparse.Namespace, deployment: Any) -> int:
     if args.json:
-        _print_json({**_proposal_json(deployment.proposal), "steps": list(deployment.steps)})
+        _print_json(
+            Kind.DEPLOYMENT,
+            {**_proposal_json(deployment.proposal), "steps": list(deployment.steps)},
+        )
     else:
         for step in deployment.steps:
             print(f"{deployment.proposal.agent}: {terminal_line(step)}")
@@ -197,7 +206,9 @@ def _cmd_approve(args: argparse.Namespace) -> int:
     except BuildFailed:
         if args.json:
             # A failed build is a result too: the proposal as it now is, with its error.
-            _print_json({**_proposal_json(proposals.store.get(args.id)), "steps": []})
+            _print_json(
+                Kind.DEPLOYMENT, {**_proposal_json(proposals.store.get(args.id)), "steps": []}
+            )
         raise
     return _print_deployment(args, deployment)
 
@@ -210,7 +221,7 @@ def _dry_run(args: argparse.Namespace, proposals: Any) -> int:
     p = result.proposal
     what = f"proposal {p.id} ({p.agent} {_short(p.fetched_sha)})"
     if args.json:
-        _print_json(result.as_json())
+        _print_json(Kind.DRY_RUN, result.as_json())
     elif result.system is not None:
         print(result.system)
         print(
@@ -235,9 +246,12 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_deny(args: argparse.Namespace) -> int:
-    proposal = _proposals(args).deny(args.id, args.note)
+    proposals = _proposals(args)
+    proposal = proposals.deny(args.id, args.note)
     if args.json:
-        _print_json(_proposal_json(proposal))
+        _print_json(
+            Kind.PROPOSAL, {**_proposal_json(proposal), "subject": proposals.subject(proposal)}
+        )
     else:
         print(f"proposal {proposal.id} denied (tag denied/{proposal.id})")
     return ExitCode.OK
@@ -248,19 +262,25 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
     entries = _proposals(args).history(args.agent)
     if args.json:
+        from hivegen import jsondoc
+
         _print_json(
-            [
-                {
-                    "id": e.id,
-                    "kind": e.kind,
-                    "tag": e.tag,
-                    "sha": e.sha,
-                    "status": e.status,
-                    "when": e.when,
-                    "note": e.note,
-                }
-                for e in entries
-            ]
+            Kind.HISTORY,
+            {
+                "agent": args.agent,
+                "entries": [
+                    {
+                        "id": e.id,
+                        "kind": e.kind,
+                        "tag": e.tag,
+                        "sha": e.sha,
+                        "status": e.status,
+                        "when": jsondoc.time(e.when),
+                        "note": e.note,
+                    }
+                    for e in entries
+                ],
+            },
         )
         return ExitCode.OK
     _print_table(

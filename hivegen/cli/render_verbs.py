@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from hivegen.cli.common import PROG, _load_config, _print_json
 from hivegen.errors import ExitCode
 from hivegen.highlight import Language
+from hivegen.jsondoc import Kind
 from hivegen.sanitize import terminal, terminal_line
 
 
@@ -18,12 +19,13 @@ def _cmd_port(args: argparse.Namespace) -> int:
     agent = config.agent(args.name)
     if args.json:
         _print_json(
+            Kind.PORT,
             {
                 "name": agent.name,
                 "port": agent.port,
                 "container": agent.container,
                 "role": str(agent.role),
-            }
+            },
         )
     else:
         print(agent.port)
@@ -34,7 +36,7 @@ def _print_files(files: Mapping[str, str], args: argparse.Namespace) -> int:
     from hivegen.highlight import highlight, wants_color
 
     if args.json:
-        _print_json(dict(files))
+        _print_json(Kind.RENDER, {"files": dict(files)})
         return ExitCode.OK
     color = wants_color(args.color, sys.stdout)
     for index, (path, raw) in enumerate(sorted(files.items())):

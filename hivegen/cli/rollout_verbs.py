@@ -6,8 +6,9 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from hivegen.cli.common import _Formatter, _hive, _print_json, current_live
+from hivegen.cli.common import _add_json_option, _Formatter, _hive, _print_json, current_live
 from hivegen.errors import ExitCode, HivegenError
+from hivegen.jsondoc import Kind
 
 _DESCRIPTION = """\
 Deploy the committed meta flake to many agents at once, safely:
@@ -64,7 +65,7 @@ def _rollout_arguments(parser: argparse.ArgumentParser, *, names: bool) -> None:
     parser.add_argument(
         "--keep-going", action="store_true", help="go on with the others after a failure"
     )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_json_option(parser, "rollout", what="the report")
 
 
 class _Progress:
@@ -111,7 +112,7 @@ def _run(args: argparse.Namespace, hive: Any, names: list[str]) -> int:
         on_progress=progress.step,
     ).run()
     if args.json:
-        _print_json(report.as_json())
+        _print_json(Kind.ROLLOUT, report.as_json())
     else:
         width = max(len(s.name) for s in report.steps) if report.steps else 4
         print(f"rollout of meta {report.meta_commit[:12]}: built in {report.build_seconds:.1f}s")

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hivegen import simhost
+from tests import jsonschemas
 from tests.hostbox.harness import Bind, Box
 
 MACHINECTL = "/usr/bin/machinectl"
@@ -94,6 +95,13 @@ class Dirs:
         )
 
 
+def document_of(stdout: str) -> dict[str, Any]:
+    """A `--json` stdout's document, checked against the schema it names."""
+    document: dict[str, Any] = json.loads(stdout)
+    jsonschemas.validate(document)
+    return document
+
+
 @dataclass(frozen=True, slots=True)
 class BoxedHive:
     box: Box
@@ -124,9 +132,13 @@ class BoxedHive:
             )
         return result.stdout
 
+    def document(self, *args: str, config: Path | None = None) -> dict[str, Any]:
+        """`hivegen ARGS --json`: its document, checked against the schema it names."""
+        return document_of(self.hivegen(*args, "--json", config=config))
+
     def status(self) -> dict[str, dict[str, Any]]:
         """`hivegen status --json`, by container."""
-        rows: list[dict[str, Any]] = json.loads(self.hivegen("status", "--json"))
+        rows: list[dict[str, Any]] = self.document("status")["agents"]
         return {row["container"]: row for row in rows}
 
     def show(self, *containers: str, props: str) -> dict[str, dict[str, str]]:

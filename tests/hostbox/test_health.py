@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import commit_dir, own_base
-from tests.hostbox.boxed import BoxedHive, assert_status_agrees, boxed_hive
+from tests.hostbox.boxed import BoxedHive, assert_status_agrees, boxed_hive, document_of
 from tests.hostbox.harness import INNER_INIT
 
 # One xdist group with test_containment, which watches the host for stray writes.
@@ -101,7 +101,7 @@ def test_an_init_that_exits_at_once_is_put_back_on_the_system_it_ran(
     result = hive.run_hivegen("upgrade", "--canary", "alice", "--json")
 
     assert result.returncode == 1, (result.stdout, result.stderr, hive.box.journal())
-    report = json.loads(result.stdout)
+    report = document_of(result.stdout)
     phases = {step["name"]: step["phase"] for step in report["agents"]}
     assert phases == {"alice": "rolled back", MANAGER: "skipped"}, report
     # The new system was really switched to and really failed: systemd saw its init go.

@@ -7,7 +7,6 @@ comes last.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,7 +271,8 @@ def test_stop_start_rebuild_and_destroy(boxed: BoxedHive, hyperhive_flake: str) 
     leader = boxed.leader("h-alice")
     main_pid = boxed.show("h-alice", props="MainPID")["h-alice"]["MainPID"]
     reloads = boxed.reloads("h-alice")
-    steps = json.loads(boxed.hivegen("rebuild", "alice", "--json"))["steps"]
+    [outcome] = boxed.document("rebuild", "alice")["agents"]
+    steps = outcome["steps"]
     assert not any("restarted" in step for step in steps), steps
     assert boxed.leader("h-alice") == leader
     assert boxed.show("h-alice", props="MainPID")["h-alice"]["MainPID"] == main_pid
@@ -284,7 +284,8 @@ def test_stop_start_rebuild_and_destroy(boxed: BoxedHive, hyperhive_flake: str) 
     changed.write_text(
         boxed.dirs.config_text(hyperhive_flake, f'{LIMITS}[agents.alice]\nmemory_max = "4G"\n')
     )
-    steps = json.loads(boxed.hivegen("rebuild", "alice", "--json", config=changed))["steps"]
+    [outcome] = boxed.document("rebuild", "alice", config=changed)["agents"]
+    steps = outcome["steps"]
     assert any("restarted" in step for step in steps), steps
     assert boxed.leader("h-alice") != leader
     limits = boxed.show("h-alice", props="MemoryMax,CPUQuotaPerSecUSec,NeedDaemonReload")

@@ -10,7 +10,6 @@ container roots are on disk and stay. Its own box: it reboots it.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import commit_dir, killed_while_simulated_call_hangs
-from tests.hostbox.boxed import BoxedHive, assert_status_agrees, boxed_hive, expected_binds
+from tests.hostbox.boxed import (
+    BoxedHive,
+    assert_status_agrees,
+    boxed_hive,
+    document_of,
+    expected_binds,
+)
 
 # One xdist group with test_containment, which watches the host for stray writes.
 pytestmark = [pytest.mark.hostbox, pytest.mark.xdist_group("host")]
@@ -62,9 +67,9 @@ def test_a_reboot_brings_back_exactly_the_agents_that_ran(boxed: BoxedHive) -> N
     proposed = boxed.dirs.state / "agents/alice/config"
     (proposed / "agent.nix").write_text(GOOD)
     sha = commit_dir(proposed, "manager change")
-    proposal = json.loads(boxed.hivegen("propose", "alice", sha, "--json"))
+    proposal = boxed.document("propose", "alice", sha)
     approve_killed_mid_build(boxed, proposal["id"])
-    assert [p["status"] for p in json.loads(boxed.hivegen("pending", "--json"))] == []
+    assert boxed.document("pending")["proposals"] == []
     dropins = sorted(boxed.dirs.systemd_dir.rglob("*.conf"))
     dropin_text = {p: p.read_bytes() for p in dropins}
 
@@ -78,7 +83,7 @@ def test_a_reboot_brings_back_exactly_the_agents_that_ran(boxed: BoxedHive) -> N
 
     result = boxed.run_hivegen("reconcile", "--json")
     assert result.returncode == 0, result.stdout + result.stderr + boxed.box.journal()
-    report = json.loads(result.stdout)
+    report = document_of(result.stdout)
     assert report["settled"] == ["proposal 1 (alice): interrupted approve settled as pending"]
     assert {a["name"]: a["outcome"] for a in report["agents"]} == {
         MANAGER: "started",
@@ -99,7 +104,7 @@ def test_a_reboot_brings_back_exactly_the_agents_that_ran(boxed: BoxedHive) -> N
     # The runtime dirs were made again, and really bound at /run/hive.
     assert boxed.bind_mounts("h-alice") == expected_binds(boxed, "alice", manager=False)
     assert boxed.bind_mounts(MANAGER) == expected_binds(boxed, MANAGER, manager=True)
-    pending = json.loads(boxed.hivegen("pending", "--json"))
+    pending = boxed.document("pending")["proposals"]
     assert [p["id"] for p in pending] == [1]
     doctor = boxed.run_hivegen("doctor")
     assert doctor.returncode == 0, doctor.stdout

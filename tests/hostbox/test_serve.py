@@ -11,7 +11,6 @@ container's busybox wget.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,7 +104,7 @@ def test_a_request_is_the_containers_whatever_it_says(boxed: BoxedHive, server: 
     assert isinstance(proposal, dict)
     for path in (alice, manager):
         assert request(path, "POST", f"/proposals/{proposal['id']}/approve").status == 403
-    pending = json.loads(boxed.hivegen("pending", "--json"))
+    pending = boxed.document("pending")["proposals"]
     assert [(p["id"], p["agent"], p["status"]) for p in pending] == [
         (proposal["id"], "bob", "pending")
     ]
@@ -113,7 +112,7 @@ def test_a_request_is_the_containers_whatever_it_says(boxed: BoxedHive, server: 
 
 def test_the_tcp_dashboard_keeps_containers_out(boxed: BoxedHive, server: Server) -> None:
     url = server.url.rstrip("/")
-    pending = json.loads(boxed.hivegen("pending", "--json"))
+    pending = boxed.document("pending")["proposals"]
     target = pending[0]["id"] if pending else 1
     script = (
         f'wget -q -O - {url}/ ; echo "get=$?"; '
@@ -126,4 +125,4 @@ def test_the_tcp_dashboard_keeps_containers_out(boxed: BoxedHive, server: Server
     assert "Log in" in out.stdout
     assert "get=0" in out.stdout
     assert "post=1" in out.stdout
-    assert json.loads(boxed.hivegen("pending", "--json")) == pending
+    assert boxed.document("pending")["proposals"] == pending

@@ -1,0 +1,81 @@
+"""The documents `--json` prints: their kinds, versions and time format.
+
+Every document is a JSON object whose `schema` field names its kind and version,
+`hivegen.<kind>/<version>` (`hivegen.status/1`), and `hivegen/schemas/<kind>.json` is
+its JSON Schema (docs/json.md says what each field means). A version grows only when a
+field is removed, renamed or changes meaning; a field added is not a new version, so a
+consumer ignores fields it does not know. Times are RFC 3339 (ISO 8601) strings in UTC
+(`2026-12-02T04:54:49Z`); durations are numbers of seconds.
+
+A command that fails prints a document too: its own where the failure is a result (a
+build that failed, a batch where some agent failed), else `hivegen.error/1`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Kind(StrEnum):
+    PORT = "port"
+    RENDER = "render"
+    INIT = "init"
+    META_CHECK = "meta-check"
+    META_SYNC = "meta-sync"
+    META_UPDATE = "meta-update"
+    LIFECYCLE = "lifecycle"
+    LIST = "list"
+    STATUS = "status"
+    LOG_ENTRY = "log-entry"
+    PROPOSAL = "proposal"
+    PENDING = "pending"
+    SPAWN_REQUEST = "spawn-request"
+    DEPLOYMENT = "deployment"
+    DRY_RUN = "dry-run"
+    HISTORY = "history"
+    ROLLOUT = "rollout"
+    DOCTOR = "doctor"
+    RECONCILE = "reconcile"
+    ERROR = "error"
+
+
+# Each kind's version: bumped alone when that kind changes incompatibly.
+VERSIONS: Mapping[Kind, int] = dict.fromkeys(Kind, 1)
+
+
+def schema_id(kind: Kind) -> str:
+    return f"hivegen.{kind}/{VERSIONS[kind]}"
+
+
+def document(kind: Kind, body: Mapping[str, object]) -> dict[str, object]:
+    """`body` as a document of `kind`, with its `schema` field."""
+    assert "schema" not in body, "a document's body names no schema of its own"
+    return {"schema": schema_id(kind), **body}
+
+
+def time(stamp: float | None) -> str | None:
+    """A Unix time as the documents give it: UTC, to the second (None stays None)."""
+    if stamp is None:
+        return None
+    moment = datetime.fromtimestamp(stamp, UTC).replace(microsecond=0)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def precise_time(microseconds: int) -> str:
+    """A journal entry's time (microseconds since the epoch), to the microsecond."""
+    seconds, micros = divmod(microseconds, 1_000_000)
+    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def schema(kind: Kind) -> dict[str, Any]:
+    """The JSON Schema of `kind` (installed with the package)."""
+    from importlib import resources
+
+    text = resources.files("hivegen.schemas").joinpath(f"{kind}.json").read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
