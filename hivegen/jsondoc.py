@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -59,6 +58,8 @@ def document(kind: Kind, body: Mapping[str, object]) -> dict[str, object]:
 
 def time(stamp: float | None) -> str | None:
     """A Unix time as the documents give it: UTC, to the second (None stays None)."""
+    from datetime import UTC, datetime  # not for `hivegen --help`
+
     if stamp is None:
         return None
     moment = datetime.fromtimestamp(stamp, UTC).replace(microsecond=0)
@@ -67,6 +68,8 @@ def time(stamp: float | None) -> str | None:
 
 def precise_time(microseconds: int) -> str:
     """A journal entry's time (microseconds since the epoch), to the microsecond."""
+    from datetime import UTC, datetime
+
     seconds, micros = divmod(microseconds, 1_000_000)
     moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")

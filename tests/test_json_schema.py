@@ -333,3 +333,61 @@ def test_time_format() -> None:
     assert jsondoc.time(1700000000.75) == "2023-11-14T22:13:20Z"
     assert jsondoc.time(None) is None
     assert jsondoc.precise_time(1700000000000001) == "2023-11-14T22:13:20.000001Z"
+
+
+def test_status_watch_json_prints_a_document_a_tick_and_nothing_else(tour: Tour) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    tour.run("spawn", "alice")
+    watch = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hivegen",
+            f"--config={tour.config}",
+            "status",
+            "--json",
+            "--watch=0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert watch.stdout is not None
+    decoder = json.JSONDecoder()
+    text = ""
+    docs: list[Any] = []
+    for line in watch.stdout:  # until two whole documents have come
+        text += line
+        if line == "}\n":
+            docs.append(decoder.decode(text))
+            text = ""
+            if len(docs) == 2:
+                break
+    watch.send_signal(signal.SIGINT)
+    rest, err = watch.communicate(timeout=30)
+    assert watch.returncode == 0, err
+    for doc in [*docs, *documents_of_stream(rest)]:
+        assert jsonschemas.validate(doc) is jsondoc.Kind.STATUS
+        assert [a["name"] for a in doc["agents"]] == ["alice"]
+    assert len(docs) == 2
+
+
+def documents_of_stream(text: str) -> list[Any]:
+    """Concatenated documents (a watch interrupted mid-way may have printed part of one:
+    only whole ones are returned)."""
+    decoder = json.JSONDecoder()
+    found: list[Any] = []
+    at = 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
+            return found
+        try:
+            doc, at = decoder.raw_decode(text, at)
+        except json.JSONDecodeError:
+            return found
+        found.append(doc)
