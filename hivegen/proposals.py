@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -300,27 +301,21 @@ class Proposals:
             f"hivegen approve {proposal.id} {force_hint}",
         )
 
+    def check_rollback(self, agent: str, to: str) -> None:
+        """Refuse what `rollback(agent, to)` would refuse, without the lock and without
+        changing anything: for a front end to ask only about a rollback that can run."""
+        interrupted = [p for p in self.store.in_status(ProposalStatus.BUILDING) if p.agent == agent]
+        self._rollback_sha(agent, to, interrupted)
+
     def rollback(self, agent: str, to: str) -> Deployment:
         if not DEPLOYED_TAG.match(to):
             raise UsageError(f"invalid target {to!r}: must be deployed/<id>, e.g. deployed/0")
         with self.hive.locked():
-            self.hive.registered(agent)
-            applied = self._applied(agent)
-            sha = registry.read_ref(applied / ".git", f"refs/tags/{to}")
-            if sha is None:
-                raise UsageError(f"{agent} has no tag {to}", hint=f"hivegen history {agent}")
             # A re-run after an interrupted rollback to the same tag finishes that one:
             # never a second rollback beside a first left `building`.
+            self.hive.registered(agent)
             settled = self._settle_building(agent)
-            if sha == registry.read_ref(applied / ".git", MAIN) and not any(
-                p.kind is ProposalKind.ROLLBACK and p.commit_ref == to for p in settled
-            ):
-                current = registry.deployed(applied / ".git").tag or to
-                raise UsageError(
-                    f"{agent} already runs {current} ({sha[:12]}), the commit of {to}: "
-                    "nothing to roll back",
-                    hint=f"hivegen history {agent} lists the other deploys",
-                )
+            sha = self._rollback_sha(agent, to, settled)
             for earlier in settled:
                 if earlier.kind is ProposalKind.ROLLBACK and earlier.commit_ref == to:
                     if earlier.status is ProposalStatus.DEPLOYED:
@@ -338,6 +333,27 @@ class Proposals:
                     (sha, f"rollback to {to}", proposal_id),
                 )
             return self._deploy(self.store.get(proposal_id))
+
+    def _rollback_sha(self, agent: str, to: str, interrupted: Sequence[Proposal]) -> str:
+        """The commit of `to`, unless the agent runs it already (and no rollback to it
+        was interrupted, which a re-run finishes)."""
+        if not DEPLOYED_TAG.match(to):
+            raise UsageError(f"invalid target {to!r}: must be deployed/<id>, e.g. deployed/0")
+        self.hive.registered(agent)
+        applied = self._applied(agent)
+        sha = registry.read_ref(applied / ".git", f"refs/tags/{to}")
+        if sha is None:
+            raise UsageError(f"{agent} has no tag {to}", hint=f"hivegen history {agent}")
+        if sha == registry.read_ref(applied / ".git", MAIN) and not any(
+            p.kind is ProposalKind.ROLLBACK and p.commit_ref == to for p in interrupted
+        ):
+            current = registry.deployed(applied / ".git").tag or to
+            raise UsageError(
+                f"{agent} already runs {current} ({sha[:12]}), the commit of {to}: "
+                "nothing to roll back",
+                hint=f"hivegen history {agent} lists the other deploys",
+            )
+        return sha
 
     def _settle_building(self, agent: str, *, but: int | None = None) -> list[Proposal]:
         """Finish or undo the agent's approves that were killed (status `building`), as

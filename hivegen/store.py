@@ -78,7 +78,7 @@ def proposal_json(proposal: Proposal) -> dict[str, object]:
         "sha": proposal.fetched_sha,
         "status": str(proposal.status),
         "note": proposal.note,
-        "error": proposal.error,
+        "error": proposal.error or None,  # none yet: null, not ""
         "created": jsondoc.time(proposal.created),
         "resolved": jsondoc.time(proposal.resolved),
     }

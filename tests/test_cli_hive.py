@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hivegen.cli import main
+from tests.conftest import commit_dir
 
 
 def test_did_you_mean_on_a_mistyped_command_and_agent(
@@ -98,6 +99,14 @@ def test_destructive_verbs_ask_on_a_tty_and_refuse_without_one(
     assert main([*cfg, "spawn", "hm1nd"]) == 0
     assert main([*cfg, "spawn", "alice"]) == 0
     applied = tmp_path / "state/applied/alice"
+    # Rolling back to deployed/0 is a question only once alice runs something else.
+    assert main([*cfg, "rollback", "alice", "--to", "deployed/0"]) == 2
+    assert "alice already runs deployed/0" in capsys.readouterr().err  # not asked first
+    proposed = tmp_path / "state/agents/alice/config"
+    (proposed / "agent.nix").write_text('{ ... }: { environment.variables.X = "1"; }\n')
+    commit_dir(proposed, "one")
+    assert main([*cfg, "propose", "alice"]) == 0
+    assert main([*cfg, "approve", "1"]) == 0
     capsys.readouterr()
     # No terminal (as here, under pytest), no --yes: refused before anything is done.
     for verb in (

@@ -240,7 +240,8 @@ def _dry_run(args: argparse.Namespace, proposals: Any) -> int:
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
     proposals = _proposals(args)
-    proposals.hive.registered(args.agent)  # a bad name is refused before the question
+    # A bad name or tag, or the deploy it runs already, is refused before the question.
+    proposals.check_rollback(args.agent, args.to)
     _confirm(args, f"deploy {args.agent}'s {args.to} again, replacing what it runs now")
     return _print_deployment(args, proposals.rollback(args.agent, args.to))
 
