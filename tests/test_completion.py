@@ -1,9 +1,11 @@
 """`hivegen completion bash|zsh|fish` and `hivegen man`, generated from the parser.
 
 bash really loads the script and its registered function is driven as readline drives
-it (COMP_WORDS, COMP_CWORD); agent names come from a hive whose registry is laid out as
-files, as registry.scan reads it. zsh, fish, groff and man are used where installed
-and not required (CI installs none of them for this).
+it (COMP_WORDS, COMP_CWORD); zsh loads it through compinit and completes a line typed
+on a pseudo-terminal (zpty), TAB and all; fish answers `complete -C`. Agent names come
+from a hive whose registry is laid out as files, as registry.scan reads it. zsh and fish
+are required in CI (CI=true), used where installed elsewhere; groff and man where
+installed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -39,6 +42,39 @@ COMP_POINT=${#COMP_LINE}
 "$function" hivegen "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
 printf '%s\n' "${COMPREPLY[@]}"
 """
+
+
+# zsh DRIVE_ZSH DIR WORDS...: an interactive zsh on a pseudo-terminal, with _hivegen
+# from DIR loaded by compinit, is typed WORDS and a TAB; it prints each candidate its
+# completion adds, one a line. (compadd is wrapped to print what it adds; the markers
+# are split in the source so that the terminal's echo of these lines never matches.)
+DRIVE_ZSH = r"""
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PROMPT=''; fpath=($1 \$fpath); autoload -U compinit; compinit -u -D"
+zpty -w z 'compadd () {'
+zpty -w z '  local -a hits; builtin compadd -O hits "$@"'
+zpty -w z '  (( $#hits )) && print -rl -- "<hi""t>"${^hits}; builtin compadd "$@"'
+zpty -w z '}'
+zpty -w z 'zstyle ":completion:*" menu no; zle -N done-typing _done; _done () { print "<do""ne>" }'
+zpty -w z "bindkey '^I' complete-word; bindkey '^X' done-typing"
+shift
+zpty -n -w z "${*}"$'\t'
+zpty -n -w z $'\C-x'
+while zpty -r z line; do
+  [[ $line == *'<done>'* ]] && break
+  [[ $line == *'<hit>'* ]] && print -r -- ${${line##*<hit>}%%$'\r'}
+done
+zpty -d z
+"""
+
+
+def needs(shell: str) -> None:
+    """Skip without `shell`, except in CI, which installs it (a skip would hide a fail)."""
+    if shutil.which(shell) is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{shell} is not installed (.ci/run installs it)")
+        pytest.skip(f"{shell} is not installed")
 
 
 def verb_paths(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[str]:
@@ -200,27 +236,67 @@ def test_zsh_and_fish_scripts(tmp_path: Path, hive: Path) -> None:
     # Each verb described by its one-line --help summary, not a cut description.
     assert "deny:'refuse a proposal'" in zsh
     assert "-a deny -d 'refuse a proposal'" in fish
-    # Only where the shell is installed (CI does not install either).
-    if shutil.which("zsh"):
-        (tmp_path / "_hivegen").write_text(zsh)
-        subprocess.run(["zsh", "-n", str(tmp_path / "_hivegen")], check=True)
-    if shutil.which("fish"):
-        script = tmp_path / "hivegen.fish"
-        script.write_text(fish)
-        out = subprocess.run(
-            [
-                "fish",
-                "--no-config",
-                "-c",
-                f"source {script}; complete -C 'hivegen sta'; complete -C 'hivegen start '",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=env(HIVEGEN_CONFIG=str(hive)),
-        )
-        offered = {line.split("\t")[0] for line in out.stdout.splitlines()}
-        assert {"start", "status", "alice", "hm1nd"} <= offered
+
+
+@pytest.fixture(scope="module")
+def zsh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory for fpath with `_hivegen`, as the package installs it for zsh."""
+    out = subprocess.run(
+        [str(HIVEGEN), "completion", "zsh"], capture_output=True, text=True, check=True
+    )
+    path = tmp_path_factory.mktemp("zsh")
+    (path / "_hivegen").write_text(out.stdout)
+    return path
+
+
+def zsh_complete(zsh_dir: Path, *words: str, **extra: str) -> set[str]:
+    out = subprocess.run(
+        ["zsh", "-f", "-c", DRIVE_ZSH, "drive", str(zsh_dir), "hivegen", *words],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=env(**extra),
+    )
+    assert out.returncode == 0, out.stderr
+    return {line for line in out.stdout.splitlines() if line}
+
+
+def test_zsh_completes_verbs_and_the_agents_of_the_hive(zsh_dir: Path, hive: Path) -> None:
+    needs("zsh")
+    subprocess.run(["zsh", "-n", str(zsh_dir / "_hivegen")], check=True)
+    assert zsh_complete(zsh_dir, "sta") == {"start", "status"}
+    assert zsh_complete(zsh_dir, "meta", "") == {"sync", "update"}
+    assert zsh_complete(zsh_dir, "start", "", HIVEGEN_CONFIG=str(hive)) == {"alice", "hm1nd"}
+    assert zsh_complete(zsh_dir, "history", "a", HIVEGEN_CONFIG=str(hive)) == {"alice"}
+    # The --config typed on the line is the hive asked, before or after the verb.
+    assert zsh_complete(zsh_dir, "--config", str(hive), "stop", "") == {"alice", "hm1nd"}
+    assert zsh_complete(zsh_dir, "stop", "--config", str(hive), "h") == {"hm1nd"}
+    assert zsh_complete(zsh_dir, "dismiss", "", HIVEGEN_CONFIG=str(hive)) == set()
+    assert {"--json", "--no-wait"} <= zsh_complete(zsh_dir, "status", "--")
+
+
+def fish_complete(script: Path, line: str, **extra: str) -> set[str]:
+    out = subprocess.run(
+        ["fish", "--no-config", "-c", f"source {script}; complete -C {shlex.quote(line)}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=env(**extra),
+    )
+    assert out.returncode == 0, out.stderr
+    return {line.split("\t")[0] for line in out.stdout.splitlines() if line}
+
+
+def test_fish_completes_verbs_and_the_agents_of_the_hive(tmp_path: Path, hive: Path) -> None:
+    needs("fish")
+    script = tmp_path / "hivegen.fish"
+    script.write_text(completion_script(build_parser(), Shell.FISH))
+    assert fish_complete(script, "hivegen sta") == {"start", "status"}
+    assert fish_complete(script, "hivegen start ", HIVEGEN_CONFIG=str(hive)) >= {"alice", "hm1nd"}
+    assert "bob" not in fish_complete(script, "hivegen start ", HIVEGEN_CONFIG=str(hive))
+    assert fish_complete(script, f"hivegen --config {hive} stop h") == {"hm1nd"}
 
 
 def man_page() -> str:

@@ -48,12 +48,15 @@ _AGENTS_PREAMBLE = {
         }}"""),
     Shell.ZSH: dedent(f"""\
         {_AGENTS_FUNCTION}() {{
+          # The whole line before the cursor: $words holds the verb's words only, and
+          # a --config may come before the verb.
           local i
-          local -a config agents
-          for ((i = 1; i < CURRENT; i++)); do
-            case "$words[i]" in
-              --config) config=(--config "${{words[i + 1]/#\\~/$HOME}}") ;;
-              --config=*) config=("$words[i]") ;;
+          local -a config agents typed
+          typed=(${{(Q)${{(z)LBUFFER}}}})
+          for ((i = 1; i < $#typed; i++)); do
+            case "$typed[i]" in
+              --config) config=(--config "${{typed[i + 1]/#\\~/$HOME}}") ;;
+              --config=*) config=("$typed[i]") ;;
             esac
           done
           agents=(${{(f)"$(command {PROG} $config list --names 2>/dev/null)"}})
