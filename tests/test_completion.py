@@ -249,17 +249,18 @@ def zsh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def zsh_complete(zsh_dir: Path, *words: str, **extra: str) -> set[str]:
+def shell_lines(argv: list[str], **extra: str) -> list[str]:
+    """What a shell run of `argv` prints, its empty lines left out; it must succeed."""
     out = subprocess.run(
-        ["zsh", "-f", "-c", DRIVE_ZSH, "drive", str(zsh_dir), "hivegen", *words],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env=env(**extra),
+        argv, capture_output=True, text=True, check=False, timeout=60, env=env(**extra)
     )
     assert out.returncode == 0, out.stderr
-    return {line for line in out.stdout.splitlines() if line}
+    return [line for line in out.stdout.splitlines() if line]
+
+
+def zsh_complete(zsh_dir: Path, *words: str, **extra: str) -> set[str]:
+    argv = ["zsh", "-f", "-c", DRIVE_ZSH, "drive", str(zsh_dir), "hivegen", *words]
+    return set(shell_lines(argv, **extra))
 
 
 def test_zsh_completes_verbs_and_the_agents_of_the_hive(zsh_dir: Path, hive: Path) -> None:
@@ -277,16 +278,8 @@ def test_zsh_completes_verbs_and_the_agents_of_the_hive(zsh_dir: Path, hive: Pat
 
 
 def fish_complete(script: Path, line: str, **extra: str) -> set[str]:
-    out = subprocess.run(
-        ["fish", "--no-config", "-c", f"source {script}; complete -C {shlex.quote(line)}"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env=env(**extra),
-    )
-    assert out.returncode == 0, out.stderr
-    return {line.split("\t")[0] for line in out.stdout.splitlines() if line}
+    argv = ["fish", "--no-config", "-c", f"source {script}; complete -C {shlex.quote(line)}"]
+    return {offered.split("\t")[0] for offered in shell_lines(argv, **extra)}
 
 
 def test_fish_completes_verbs_and_the_agents_of_the_hive(tmp_path: Path, hive: Path) -> None:
