@@ -108,6 +108,10 @@ def test_the_wheel_builds_with_only_the_declared_build_system(tmp_path: Path) ->
         "hivegen/simhost/nixos_container.py",
     ):
         assert needed in names
+    # Every --json document's schema (jsondoc.schema reads them from the package).
+    from hivegen.jsondoc import Kind
+
+    assert {f"hivegen/schemas/{kind}.json" for kind in Kind} <= names
     [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "hivegen = hivegen.cli:main" in text
