@@ -56,6 +56,22 @@ def document(kind: Kind, body: Mapping[str, object]) -> dict[str, object]:
     return {"schema": schema_id(kind), **body}
 
 
+def dumps(document: Mapping[str, object], *, indent: int | None = 2) -> str:
+    """The document as printed: `schema` first, every other key sorted (stable output),
+    and only ASCII (every other character a \\uXXXX escape: no C1 control or bidi
+    override reaches a terminal raw; the decoded value is the exact text)."""
+    ordered = {"schema": document["schema"], **_sorted(dict(document))}
+    return json.dumps(ordered, indent=indent, ensure_ascii=True)
+
+
+def _sorted(value: object) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_sorted(item) for item in value]
+    return value
+
+
 def time(stamp: float | None) -> str | None:
     """A Unix time as the documents give it: UTC, to the second (None stays None)."""
     from datetime import UTC, datetime  # not for `hivegen --help`

@@ -392,3 +392,16 @@ def documents_of_stream(text: str) -> list[Any]:
         except json.JSONDecodeError:
             return found
         found.append(doc)
+
+
+def test_a_document_prints_its_schema_first_and_every_other_key_sorted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["port", "alice", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    keys = [line.split('"')[1] for line in lines[1:-1]]
+    assert keys == ["schema", "container", "name", "port", "role"]
+    nested = {"schema": "x", "b": {"z": 1, "a": [{"y": 0, "c": 0}]}, "a": None}
+    assert jsondoc.dumps(nested, indent=None) == (
+        '{"schema": "x", "a": null, "b": {"a": [{"c": 0, "y": 0}], "z": 1}}'
+    )

@@ -194,11 +194,11 @@ def test_error_printer_escapes(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_json_output_is_ascii_and_exact(capsys: pytest.CaptureFixture[str]) -> None:
-    value = {"subject": SUBJECT, "note": NOTE, "plain": "héllo ✓"}
-    cli._print_json(Kind.PROPOSAL, value)
+    files = {"subject": SUBJECT, "note": NOTE, "plain": "héllo ✓"}
+    cli._print_json(Kind.RENDER, {"files": files})
     out = capsys.readouterr().out
     out.encode("ascii")
-    assert json.loads(out) == {"schema": "hivegen.proposal/1", **value}
+    assert json.loads(out) == {"schema": "hivegen.render/1", "files": files}
 
 
 def test_verbose_log_lines_are_inert(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -202,16 +201,8 @@ def _print_json(kind: Any, body: Mapping[str, object], *, one_line: bool = False
     verb that prints JSON Lines (`logs`)."""
     from hivegen import jsondoc
 
-    # ensure_ascii: every non-ASCII character (C1 controls, bidi overrides) is a \uXXXX
-    # escape, so no raw control reaches the terminal; the decoded value is the exact text.
-    json.dump(
-        jsondoc.document(kind, body),
-        sys.stdout,
-        indent=None if one_line else 2,
-        sort_keys=True,
-        ensure_ascii=True,
-    )
-    sys.stdout.write("\n")
+    document = jsondoc.document(kind, body)
+    sys.stdout.write(jsondoc.dumps(document, indent=None if one_line else 2) + "\n")
     _PRINTED.append(kind)
 
 

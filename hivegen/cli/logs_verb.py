@@ -23,8 +23,6 @@ def _lines(value: str) -> int | None:
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
-    import json
-
     from hivegen import jsondoc, logs
 
     hive = _hive(args)
@@ -40,7 +38,7 @@ def _cmd_logs(args: argparse.Namespace) -> int:
         if args.json:
             # One document a line (JSON Lines), as journalctl -o json gives them.
             document = jsondoc.document(jsondoc.Kind.LOG_ENTRY, logs.entry_json(args.name, line))
-            text = json.dumps(document, ensure_ascii=True, sort_keys=True)
+            text = jsondoc.dumps(document, indent=None)
         else:
             text = terminal_line(line)
         sys.stdout.write(text + "\n")
