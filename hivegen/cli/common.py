@@ -215,6 +215,11 @@ JSON_LINES_VERBS = frozenset({"logs"})
 _PRINTED: list[Any] = []
 
 
+def error_json(error: HivegenError) -> dict[str, object]:
+    """An error as the documents give it (what stderr says, and the exit code)."""
+    return {"message": error.message, "hint": error.hint, "exit_code": int(error.exit_code)}
+
+
 def print_error_document(error: HivegenError, *, one_line: bool = False) -> None:
     """A failed `--json` command's document, unless it printed one of its own (a failed
     build, a batch with a failed agent: their results say what failed)."""
@@ -223,11 +228,7 @@ def print_error_document(error: HivegenError, *, one_line: bool = False) -> None
 
     if _PRINTED:
         return
-    detail: dict[str, object] = {
-        "message": error.message,
-        "hint": error.hint,
-        "exit_code": int(error.exit_code),
-    }
+    detail = error_json(error)
     if isinstance(error, CommandError):
         detail["command"] = {
             "argv": list(error.argv),

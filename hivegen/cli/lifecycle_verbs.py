@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from hivegen.cli.common import PROG, _confirm, _hive, _print_json
+from hivegen.cli.common import PROG, _confirm, _hive, _print_json, error_json
 from hivegen.errors import ExitCode, HivegenError
 from hivegen.jsondoc import Kind
 from hivegen.sanitize import terminal, terminal_line
@@ -88,13 +88,7 @@ def _lifecycle_json(verb: Any, outcomes: Sequence[Any]) -> dict[str, object]:
                 "agent": o.agent,
                 "ok": o.ok,
                 "steps": list(o.steps),
-                "error": None
-                if o.error is None
-                else {
-                    "message": o.error.message,
-                    "hint": o.error.hint,
-                    "exit_code": int(o.error.exit_code),
-                },
+                "error": None if o.error is None else error_json(o.error),
             }
             for o in outcomes
         ],
