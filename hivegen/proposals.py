@@ -308,12 +308,9 @@ class Proposals:
         self._rollback_sha(agent, to, interrupted)
 
     def rollback(self, agent: str, to: str) -> Deployment:
-        if not DEPLOYED_TAG.match(to):
-            raise UsageError(f"invalid target {to!r}: must be deployed/<id>, e.g. deployed/0")
         with self.hive.locked():
             # A re-run after an interrupted rollback to the same tag finishes that one:
             # never a second rollback beside a first left `building`.
-            self.hive.registered(agent)
             settled = self._settle_building(agent)
             sha = self._rollback_sha(agent, to, settled)
             for earlier in settled:

@@ -62,7 +62,8 @@ def _on_a_pty(argv: list[str], answer: bytes) -> tuple[int, str]:
     import pty
     import subprocess
     import sys
-    import time
+
+    from tests.ptys import read_rest, read_until
 
     master, slave = pty.openpty()
     proc = subprocess.Popen(
@@ -73,18 +74,10 @@ def _on_a_pty(argv: list[str], answer: bytes) -> tuple[int, str]:
         close_fds=True,
     )
     os.close(slave)
-    seen = b""
-    deadline = time.monotonic() + 60
-    while b"[y/N]" not in seen:
-        assert time.monotonic() < deadline, seen
-        seen += os.read(master, 1024)
+    seen = read_until(master, rb"\[y/N\]", b"")
     os.write(master, answer)
     code = proc.wait(timeout=120)
-    try:
-        while chunk := os.read(master, 4096):
-            seen += chunk
-    except OSError:
-        pass  # the other end closed
+    seen += read_rest(master)
     os.close(master)
     return code, seen.decode(errors="replace")
 

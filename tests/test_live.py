@@ -6,11 +6,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,14 +16,7 @@ import pytest
 from hivegen.cli import main
 from hivegen.cli.live import ERASE, Live
 from tests.conftest import alice_with_a_commit
-
-
-def read_until(master: int, pattern: bytes, seen: bytes, timeout: float = 60) -> bytes:
-    deadline = time.monotonic() + timeout
-    while not re.search(pattern, seen):
-        assert time.monotonic() < deadline, seen
-        seen += os.read(master, 4096)
-    return seen
+from tests.ptys import read_rest, read_until
 
 
 def test_approve_on_a_terminal_ticks_and_ctrl_c_ends_it_cleanly(
@@ -56,11 +47,7 @@ def test_approve_on_a_terminal_ticks_and_ctrl_c_ends_it_cleanly(
         # Ctrl-C: SIGINT to the whole foreground group, the simulated host's tools too.
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=60)
-        try:
-            while chunk := os.read(master, 4096):
-                seen += chunk
-        except OSError:
-            pass  # the other end closed
+        seen += read_rest(master)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
