@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from hivegen import fsutil, process
+from hivegen import fsutil, nix, process
 from hivegen.config import Config, HostRuntime
 from hivegen.git import CHILD_GIT_ENV
 
@@ -128,20 +128,20 @@ class Host:
             on_output = self.on_output
             prefix = f"[{container}] "
 
-            # An approve builds with flake.lock staged: nix's note that the meta flake's
-            # tree is dirty is expected there, and only noise to the operator.
-            expected = f"warning: Git tree '{self.config.layout.meta}' is dirty"
-
             def sink(line: str) -> None:
-                if line.strip() != expected:
-                    on_output(prefix + line)
+                on_output(prefix + line)
 
         # nixos-container builds with `nix build -o .tmp` in its working directory: run
         # it from a private one, never from wherever the operator happens to be.
         work = self.config.layout.root / ".hivegen-work"
         fsutil.ensure_dir(work, 0o700)
         return process.run(
-            argv, process.RunOpts(cwd=work, env=self.env, on_stderr_line=sink, check=check)
+            argv,
+            # nixos-container's stderr is nix's too: its noise goes (an approve builds
+            # with the meta flake's lock staged, a dirty tree).
+            process.RunOpts(
+                cwd=work, env=self.env, on_stderr_line=sink, check=check, is_noise=nix.is_noise
+            ),
         )
 
     # -- nixos-container ----------------------------------------------------------------

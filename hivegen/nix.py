@@ -30,6 +30,28 @@ class NixVersion:
 
 # `nix flake lock --update-input` is deprecated from here on, `nix flake update X` replaces it.
 FLAKE_UPDATE_INPUT_SINCE = NixVersion(2, 19)
+# `nix build /nix/store/…drv^out` names a derivation's output from here on. From 2.15 a
+# bare `….drv` means the derivation file itself: `nix build` of it exits 0 and builds
+# nothing (2.8 alone would build its outputs, and does not know `^`).
+DRV_OUTPUT_SYNTAX_SINCE = NixVersion(2, 13)
+
+
+# What nix warns on a healthy run (2.8 and 2.26 alike), and nothing else: the meta flake
+# is evaluated while a deploy is staged in it (a dirty tree, by design), and a host's
+# nix.conf may carry settings or features of another nix version. Never shown to the
+# operator nor kept in an error; every other line of nix's is, whole.
+_NOISE = re.compile(
+    r"warning: (?:"
+    r"Git tree '[^']*' is dirty"
+    r"|unknown setting '[^']*'"
+    r"|unknown experimental feature '[^']*'"
+    r"|Ignoring setting '[^']*' because experimental feature '[^']*' is not enabled"
+    r")\s*"
+)
+
+
+def is_noise(line: str) -> bool:
+    return _NOISE.fullmatch(line) is not None
 
 
 def parse_version(text: str) -> NixVersion:
@@ -47,7 +69,9 @@ def version() -> NixVersion:
 
 
 def run(*args: str, cwd: Path | None = None) -> process.CmdOut:
-    return process.run([*NIX, *args], process.RunOpts(cwd=cwd, env=CHILD_GIT_ENV))
+    return process.run(
+        [*NIX, *args], process.RunOpts(cwd=cwd, env=CHILD_GIT_ENV, is_noise=is_noise)
+    )
 
 
 def flake_lock(flake_dir: Path) -> None:
@@ -105,14 +129,28 @@ def build_systems(
     )
     listed = process.run(
         [*NIX, "eval", "--json", f"{flake_dir}#nixosConfigurations", "--apply", apply],
-        process.RunOpts(env=child_env, on_stderr_line=on_line),
+        process.RunOpts(env=child_env, on_stderr_line=on_line, is_noise=is_noise),
     )
     systems = json.loads(listed.stdout)
     if not isinstance(systems, list) or len(systems) != len(names):
         raise HivegenError(f"nix eval listed {len(systems)} systems for {len(names)} agents")
     drvs = [str(s["drv"]) for s in systems]
     process.run(
-        [*NIX, "build", "--no-link", "--", *drvs],
-        process.RunOpts(env=child_env, on_stderr_line=on_line),
+        [*NIX, "build", "--no-link", "--", *map(drv_output, drvs)],
+        process.RunOpts(env=child_env, on_stderr_line=on_line, is_noise=is_noise),
     )
-    return {name: Path(str(s["out"])) for name, s in zip(names, systems, strict=True)}
+    built = {name: Path(str(s["out"])) for name, s in zip(names, systems, strict=True)}
+    # A `nix build` that exits 0 has built what it was asked for: check it was asked for
+    # the systems, not their derivation files (the meaning of an argument changed once).
+    missing = sorted(str(out) for out in built.values() if not out.exists())
+    if missing:
+        raise HivegenError(
+            f"nix build exited 0 but did not build {', '.join(missing)}",
+            hint=f"hivegen does not know how nix {version()} builds a derivation's output",
+        )
+    return built
+
+
+def drv_output(drv: str) -> str:
+    """The installable of `drv`'s `out` output, as this nix spells it."""
+    return f"{drv}^out" if version() >= DRV_OUTPUT_SYNTAX_SINCE else drv

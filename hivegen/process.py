@@ -46,6 +46,9 @@ class RunOpts:
     # lines are not kept, CmdOut.stdout is then empty. Takes no timeout.
     on_stdout_line: Callable[[str], None] | None = None
     timeout: float | None = None
+    # True for a stderr line that is noise (a warning every healthy run prints): it is
+    # neither passed to on_stderr_line nor kept in CmdOut.stderr and an error's tail.
+    is_noise: Callable[[str], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +130,7 @@ def run(argv: Sequence[str], opts: RunOpts | None = None) -> CmdOut:
     try:
         if opts.on_stderr_line is None and opts.on_stdout_line is None:
             raw_out, raw_err = proc.communicate(_encode(opts.input), timeout=opts.timeout)
-            stdout, stderr = _decode(raw_out), _text_lines(_decode(raw_err))
+            stdout, stderr = _decode(raw_out), _without_noise(_text_lines(_decode(raw_err)), opts)
         else:
             stdout, stderr = _communicate_streaming(proc, opts)
     except subprocess.TimeoutExpired as exc:
@@ -170,10 +173,17 @@ def _text_lines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _without_noise(text: str, opts: RunOpts) -> str:
+    if opts.is_noise is None or not text:
+        return text
+    kept = [line for line in text.removesuffix("\n").split("\n") if not opts.is_noise(line)]
+    return "\n".join(kept) + ("\n" if kept and text.endswith("\n") else "")
+
+
 def _communicate_streaming(proc: subprocess.Popen[bytes], opts: RunOpts) -> tuple[str, str]:
     assert proc.stdout is not None
     assert proc.stderr is not None
-    on_stderr, on_stdout = opts.on_stderr_line, opts.on_stdout_line
+    on_stderr, on_stdout, is_noise = opts.on_stderr_line, opts.on_stdout_line, opts.is_noise
     stderr_lines: deque[str] = deque()
     stdout_chunks: list[bytes] = []
 
@@ -181,6 +191,8 @@ def _communicate_streaming(proc: subprocess.Popen[bytes], opts: RunOpts) -> tupl
         assert proc.stderr is not None
         for raw in proc.stderr:
             for line in _text_lines(_decode(raw)).rstrip("\n").split("\n"):
+                if is_noise is not None and is_noise(line):
+                    continue
                 stderr_lines.append(line)
                 if on_stderr is not None:
                     on_stderr(line)

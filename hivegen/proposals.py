@@ -582,13 +582,9 @@ def _headline(error: str) -> str:
     return lines[0] if lines else ""
 
 
-# Nix warns on every evaluation of the meta repo while a deploy is staged in it: noise
-# that would push the real error out of the operator's view.
-_NOISE = re.compile(r"warning: Git tree '.*' is dirty\Z")
-
-
 def error_text(error: HivegenError) -> str:
-    """A failed build's error as the operator reads it: nix's stderr, without its noise."""
+    """A failed build's error as the operator reads it: nix's stderr (its noise is never
+    kept: nix.is_noise)."""
     if isinstance(error, CommandError) and error.stderr_tail:
-        return "\n".join(line for line in error.stderr_tail if not _NOISE.match(line))
+        return "\n".join(error.stderr_tail)
     return error.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,66 @@ def test_broken_agent_module_fails_evaluation(
     assert error in build.stderr
     # One agent's broken module does not touch another's evaluation.
     assert json.loads(env_of(meta, "alice").stdout)["HIVE_LABEL"] == "alice"
+
+
+def test_build_systems_realises_every_system_on_this_nix(
+    tmp_path: Path, hyperhive_flake: str
+) -> None:
+    """On every Nix the suite runs (2.8 on the host, 2.26 in tests/nixroot): the systems
+    themselves are built and valid in the store, not only their derivations (2.26 reads
+    a bare `….drv` argument of `nix build` as the derivation file)."""
+    from hivegen import nix as hivegen_nix
+
+    _, meta = make_hive(tmp_path, hyperhive_flake, ["alice", "bob"])
+    built = hivegen_nix.build_systems(meta, ["alice", "bob"])
+    assert set(built) == {"alice", "bob"}
+    assert built["alice"] != built["bob"]
+    for name, out in built.items():
+        valid = subprocess.run(
+            ["nix-store", "--check-validity", str(out)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert valid.returncode == 0, valid.stderr
+        assert json.loads((out / "variables.json").read_text())["HIVE_LABEL"] == name
+
+
+def test_a_build_that_realises_nothing_is_an_error(
+    tmp_path: Path, hyperhive_flake: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`nix build` exiting 0 is not taken as the systems being there: had a Nix read the
+    argument as something else, the deploy would go on to a path that does not exist."""
+    from hivegen import nix as hivegen_nix
+    from hivegen import process
+    from hivegen.errors import HivegenError
+
+    # A name no other run used: its system is not in the store from before.
+    name = f"a{uuid.uuid4().hex[:8]}"
+    _, meta = make_hive(tmp_path, hyperhive_flake, [name])
+    run = process.run
+
+    def build_nothing(argv: list[str], opts: process.RunOpts | None = None) -> process.CmdOut:
+        return run(["true"]) if "build" in argv else run(argv, opts)
+
+    monkeypatch.setattr(process, "run", build_nothing)
+    with pytest.raises(HivegenError, match="nix build exited 0 but did not build"):
+        hivegen_nix.build_systems(meta, [name])
+
+
+@pytest.mark.parametrize(
+    ("version", "installable"),
+    [
+        ((2, 8), "/nix/store/x-s.drv"),
+        ((2, 12, 1), "/nix/store/x-s.drv"),
+        ((2, 13), "/nix/store/x-s.drv^out"),
+        ((2, 26, 3), "/nix/store/x-s.drv^out"),
+    ],
+)
+def test_a_derivations_output_is_named_as_this_nix_spells_it(
+    monkeypatch: pytest.MonkeyPatch, version: tuple[int, ...], installable: str
+) -> None:
+    from hivegen import nix as hivegen_nix
+
+    monkeypatch.setattr(hivegen_nix, "version", lambda: hivegen_nix.NixVersion(*version))
+    assert hivegen_nix.drv_output("/nix/store/x-s.drv") == installable
