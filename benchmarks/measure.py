@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hivegen import cli, containers, nix, process, render
+from hivegen import cli, containers, jsondoc, nix, process, render
 from hivegen.config import Config
 from hivegen.errors import HivegenError
 from hivegen.git import Git
@@ -182,8 +182,21 @@ def repeated_cli(config: Config, argv: Sequence[str], repeat: int) -> tuple[Repe
     )
 
 
+def document(output: str, kind: jsondoc.Kind) -> dict[str, Any]:
+    """A `--json` document of `kind`, as docs/json.md gives it: one object whose
+    `schema` is the version this benchmark reads. Another shape (a top-level array, a
+    new version) raises: the benchmark must then be taught it, not misread it."""
+    parsed = json.loads(output)
+    wanted = jsondoc.schema_id(kind)
+    found = parsed.get("schema") if isinstance(parsed, dict) else type(parsed).__name__
+    if found != wanted:
+        raise HivegenError(f"expected a {wanted} document, got {found!r}")
+    assert isinstance(parsed, dict)
+    return parsed
+
+
 def check_status(output: str, agents: int) -> None:
-    rows = json.loads(output)
+    rows = document(output, jsondoc.Kind.STATUS)["agents"]
     if len(rows) != agents or any(row["state"] != str(AgentState.STOPPED) for row in rows):
         raise HivegenError(f"status did not report {agents} stopped agents")
 
