@@ -574,11 +574,13 @@ def _final_tag(proposal: Proposal) -> str:
 
 
 def _headline(error: str) -> str:
-    """The line of a build error worth a table cell: nix's `error:` line if there is one."""
+    """The line of a build error worth a table cell: nix's `error: <message>` line. Nix
+    2.8 starts with it; 2.26 starts with a bare `error:`, then the trace, and ends with
+    it, so the last such line with a message is the one."""
     lines = [line.strip() for line in error.splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith("error:"):
-            return line
+    messages = [line for line in lines if line.startswith("error:") and line != "error:"]
+    if messages:
+        return messages[-1]
     return lines[0] if lines else ""
 
 

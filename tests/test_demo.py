@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from hivegen import nix
 from hivegen.cli import main
+
+pytestmark = pytest.mark.nix  # run on Nix 2.8 here and on 2.26 in tests/nixroot
 
 
 @pytest.fixture(autouse=True)
@@ -105,4 +108,10 @@ def test_verbose_shows_each_external_command(
     assert main(["-v", "--config", str(tmp_path / "d/hive.toml"), "rebuild", "alice"]) == 0
     err = capsys.readouterr().err
     assert "$ nixos-container update h-alice --flake" in err
-    assert "$ nix --extra-experimental-features 'nix-command flakes' flake lock" in err
+    # The one input bumped, as this nix spells it (`flake update INPUT` from 2.19 on).
+    bump = (
+        "flake update agent-alice --flake"
+        if nix.version() >= nix.FLAKE_UPDATE_INPUT_SINCE
+        else "flake lock --update-input agent-alice"
+    )
+    assert f"$ nix --extra-experimental-features 'nix-command flakes' {bump}" in err

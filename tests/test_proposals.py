@@ -17,6 +17,8 @@ from hivegen.proposals import BuildFailed, Proposals
 from hivegen.store import ProposalStatus
 from tests.conftest import commit_dir, files_of, git, sim_config
 
+pytestmark = pytest.mark.nix  # run on Nix 2.8 here and on 2.26 in tests/nixroot
+
 
 @pytest.fixture
 def hive(tmp_path: Path, hyperhive_flake: str) -> Hive:
@@ -326,3 +328,22 @@ def test_an_infrastructure_error_is_not_a_build_failure(hive: Hive, proposals: P
     lock.unlink()
     deployment = proposals.approve(proposal.id)
     assert deployment.proposal.status is ProposalStatus.DEPLOYED
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # Nix 2.8
+        "error: alice cannot build\n(use '--show-trace' to show detailed location information)",
+        # Nix 2.26: a bare `error:`, the trace, then the message
+        "error:\n       … while calling the 'derivationStrict' builtin\n"
+        "         at <nix/derivation-internal.nix>:37:12:\n\n"
+        "       (stack trace truncated; use '--show-trace' to show the full trace)\n\n"
+        "       error: alice cannot build\n"
+        "/x/bin/nixos-container: failed to build container from flake '/s/meta'",
+    ],
+)
+def test_historys_note_is_nixs_message_on_either_nix(error: str) -> None:
+    from hivegen.proposals import _headline
+
+    assert _headline(error) == "error: alice cannot build"
