@@ -94,6 +94,16 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("HIVEGEN_CONFIG", None)
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which Nix this session's tests run against (the host's, or trixie's in
+    tests/nixroot), and where it is."""
+    nix = shutil.which("nix")
+    if nix is None:
+        return "nix: not on PATH"
+    found = subprocess.run([nix, "--version"], capture_output=True, text=True, check=False)
+    return f"nix: {found.stdout.strip() or found.stderr.strip()} ({nix})"
+
+
 @pytest.fixture
 def update_goldens(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-goldens"))

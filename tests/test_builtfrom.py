@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hivegen import builtfrom, process
 from hivegen.config import load_config
 from hivegen.hive import Hive
 from hivegen.proposals import Proposals
 from hivegen.status import status_json
 from tests.conftest import commit_dir, own_base, sim_config
+
+pytestmark = pytest.mark.nix  # run on Nix 2.8 here and on 2.26 in tests/nixroot
 
 
 def test_a_base_bump_marks_agents_until_they_are_rebuilt(tmp_path: Path) -> None:

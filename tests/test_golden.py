@@ -22,6 +22,8 @@ from hivegen.render import (
 )
 from tests.conftest import nix_parse
 
+pytestmark = pytest.mark.nix  # run on Nix 2.8 here and on 2.26 in tests/nixroot
+
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "hive.toml").is_file())
 

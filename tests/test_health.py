@@ -16,6 +16,8 @@ from hivegen.proposals import BuildFailed, Proposals
 from hivegen.store import ProposalStatus
 from tests.conftest import commit_dir, git, own_base, sim_config
 
+pytestmark = pytest.mark.nix  # run on Nix 2.8 here and on 2.26 in tests/nixroot
+
 GOOD = '{ ... }: { environment.variables.GREETING = "hello"; }\n'
 CRASHES = '{ ... }: { environment.variables.SIMHOST_BOOT = "crash"; }\n'
 EXITS_AT_ONCE = '{ ... }: { environment.variables.SIMHOST_BOOT = "fail"; }\n'

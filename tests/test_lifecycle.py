@@ -18,6 +18,8 @@ from hivegen.hive import Hive
 from hivegen.status import AgentState
 from tests.conftest import commit_dir, git, sim_config
 
+pytestmark = pytest.mark.nix  # run on Nix 2.8 here and on 2.26 in tests/nixroot
+
 
 @pytest.fixture
 def hive(tmp_path: Path, hyperhive_flake: str) -> Hive:

@@ -14,6 +14,8 @@ from hivegen.errors import CommandError, UsageError
 from hivegen.hive import Hive
 from tests.conftest import commit_dir, files_of, git, write_config
 
+pytestmark = pytest.mark.nix  # run on Nix 2.8 here and on 2.26 in tests/nixroot
+
 
 @pytest.fixture
 def hive(tmp_path: Path, hyperhive_flake: str) -> Hive:

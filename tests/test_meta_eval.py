@@ -13,6 +13,8 @@ from hivegen.config import Config, parse_config
 from hivegen.render import MetaModel, render_agent_repo, render_meta
 from tests.conftest import commit_dir, git
 
+pytestmark = pytest.mark.nix  # run on Nix 2.8 here and on 2.26 in tests/nixroot
+
 
 def make_hive(tmp_path: Path, hyperhive_flake: str, agents: list[str]) -> tuple[Config, Path]:
     toml = tmp_path / "hive.toml"

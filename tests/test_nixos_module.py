@@ -29,6 +29,8 @@ from hivegen.config import (
 from hivegen.errors import ConfigError
 from hivegen.layout import TOP_DIRS
 
+pytestmark = pytest.mark.nix  # run on Nix 2.8 here and on 2.26 in tests/nixroot
+
 ROOT = Path(__file__).parent.parent
 MODULE = ROOT / "nix" / "module.nix"
 EVAL = ROOT / "tests" / "fixtures" / "nixos-module-eval.nix"

@@ -25,6 +25,8 @@ from tests.conftest import (
     sim_config,
 )
 
+pytestmark = pytest.mark.nix  # run on Nix 2.8 here and on 2.26 in tests/nixroot
+
 AGENTS = ("hm1nd", "alice", "bob", "carol")
 BASE_LINE = "environment.variables.HYPERHIVE_ROLE = role;"
 

@@ -253,6 +253,7 @@ def proposed(
     return sha, world(tmp_path, hive)
 
 
+@pytest.mark.nix
 def test_dry_run_builds_what_approve_deploys_and_changes_nothing(
     hive: Hive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -283,6 +284,7 @@ def test_dry_run_builds_what_approve_deploys_and_changes_nothing(
     assert system_of(hive, "h-alice") == system
 
 
+@pytest.mark.nix
 def test_dry_run_of_a_broken_proposal_prints_the_error_and_changes_nothing(
     hive: Hive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

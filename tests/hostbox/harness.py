@@ -32,7 +32,7 @@ import signal
 import struct
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -148,9 +148,15 @@ def cache_dir() -> Path:
 
 def rootfs(cache: Path | None = None) -> Path:
     """The box's root filesystem: from the cache, or built into it first."""
-    cache = cache or cache_dir()
     recipe = Recipe.current()
-    final = cache / recipe.key()
+    return cached_tree(cache or cache_dir(), recipe.key(), lambda build: _build(recipe, build))
+
+
+def cached_tree(cache: Path, key: str, build: Callable[[Path], None]) -> Path:
+    """`<cache>/<key>/rootfs`, made by `build(directory)` the first time: into a temporary
+    directory renamed into place under a lock, so that an interrupted build is never
+    taken for a finished one and concurrent runs build it once."""
+    final = cache / key
     done = final / "rootfs"
     if (done / "usr").is_dir():
         return done
@@ -159,14 +165,14 @@ def rootfs(cache: Path | None = None) -> Path:
         if (done / "usr").is_dir():
             return done  # another run built it while this one waited
         # Leftovers of an interrupted build (the lock is ours: no build is running).
-        for stale in [*cache.glob(f".build-{recipe.key()}-*"), final]:
-            _remove_build(stale)
-        build = cache / f".build-{recipe.key()}-{os.getpid()}"
+        for stale in [*cache.glob(f".build-{key}-*"), final]:
+            remove_build(stale)
+        directory = cache / f".build-{key}-{os.getpid()}"
         try:
-            _build(recipe, build)
-            build.rename(final)
+            build(directory)
+            directory.rename(final)
         except BaseException:
-            _remove_build(build)
+            remove_build(directory)
             raise
     return done
 
@@ -181,27 +187,29 @@ def _flock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def debootstrap(log: Path, target: Path, suite: str, variant: str, include: Sequence[str]) -> str:
+    """Debian `suite` into `target`, from $HIVEGEN_HOSTBOX_MIRROR or Debian's mirror
+    (the one returned); debootstrap's output goes to `log`."""
+    mirror = os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR
+    argv = [DEBOOTSTRAP, f"--variant={variant}", f"--include={','.join(include)}"]
+    argv += [suite, str(target), mirror]
+    with log.open("w") as out:
+        result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise HostboxError(f"{' '.join(argv)} exited {result.returncode}:\n{tail}")
+    # The downloaded packages are not needed to run.
+    for deb in (target / "var/cache/apt/archives").glob("*.deb"):
+        deb.unlink()
+    return mirror
+
+
 def _build(recipe: Recipe, build: Path) -> None:
     build.mkdir(mode=0o755)
     target = build / "rootfs"
-    log_path = build / "debootstrap.log"
-    mirror = os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR
-    argv = [
-        DEBOOTSTRAP,
-        f"--variant={recipe.variant}",
-        f"--include={','.join(recipe.include)}",
-        recipe.suite,
-        str(target),
-        mirror,
-    ]
-    with log_path.open("w") as log:
-        result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if result.returncode != 0:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
-        raise HostboxError(f"{' '.join(argv)} exited {result.returncode}:\n{tail}")
-    # The downloaded packages are not needed to boot.
-    for deb in (target / "var/cache/apt/archives").glob("*.deb"):
-        deb.unlink()
+    mirror = debootstrap(
+        build / "debootstrap.log", target, recipe.suite, recipe.variant, recipe.include
+    )
     _make_inner_root(target / INNER_ROOT)
     (build / "recipe.json").write_text(recipe.as_json())
     (build / "mirror").write_text(mirror + "\n")
@@ -229,7 +237,7 @@ def _make_inner_root(inner: Path) -> None:
     init.chmod(0o755)
 
 
-def _remove_build(path: Path) -> None:
+def remove_build(path: Path) -> None:
     """Remove a failed build (or an incomplete cache entry); debootstrap may have left
     /proc or /sys mounted in it."""
     if not path.exists():
