@@ -115,3 +115,24 @@ def test_verbose_shows_each_external_command(
         else "flake lock --update-input agent-alice"
     )
     assert f"$ nix --extra-experimental-features 'nix-command flakes' {bump}" in err
+
+
+def test_a_demo_whose_story_does_not_happen_fails_naming_the_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo checks its story from --json, not only exit codes: here the base release
+    crashes the canary instead of bob, so `upgrade` still exits 1 as the story expects,
+    but alice is put back and bob never reached, and the demo says so (exit 1)."""
+    import hivegen.demo
+
+    release = hivegen.demo.release_base
+
+    def crashes_the_canary(root: Path, version: str, crash: tuple[str, ...] = ()) -> str:
+        assert crash == ("bob",)
+        return release(root, version, crash=("alice",))
+
+    monkeypatch.setattr(hivegen.demo, "release_base", crashes_the_canary)
+    assert main(["demo", str(tmp_path / "d")]) == 1
+    err = capsys.readouterr().err
+    assert "the demo's story did not happen at `upgrade`: expected alice (the canary) up" in err
+    assert "alice running deployed/1 (needs rebuild)" in err

@@ -39,8 +39,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     nix_config = "\n".join(x for x in (os.environ.get("NIX_CONFIG"), demo.nix_config) if x)
     os.environ["NIX_CONFIG"] = nix_config
     config = _load_config(argparse.Namespace(config=demo.config_path))
-    print("# Nix runs offline here; to repeat these commands by hand, first:")
-    print(f"export NIX_CONFIG={shlex.quote(nix_config)}")
+    print(
+        "# Nix runs offline here; to repeat these commands by hand, first:\n"
+        f"export NIX_CONFIG={shlex.quote(nix_config)}"
+    )
     flags = ["--config", str(demo.config_path), *(["-v"] if args.verbose else [])]
     steps = [
         ["init"],
@@ -55,8 +57,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if code != expect:
             raise HivegenError(f"demo step `hivegen {shlex.join(step)}` exited {code}")
 
+    story = _Story(lambda *step: main([*flags, *step]))
     for step in steps:
         hivegen(*step)
+    story.spawned((config.hive.manager, *DEMO_AGENTS))
 
     # The manager proposes a change to alice through its socket (hivegen serve runs);
     # the operator reviews and approves it. A second one, proposed with the CLI, fails.
@@ -83,6 +87,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 proposal_id = str(latest_proposal(config))
                 print("# this one fails to build: hivegen puts everything back as it was")
             hivegen("approve", proposal_id, expect=outcome)
+            # Deployed as deployed/1; the broken one failed, and alice still runs that.
+            story.approved(agent, int(proposal_id), outcome is ExitCode.OK, "deployed/1")
             if outcome is ExitCode.OK:
                 print("\n# the manager sees the decision (GET ...?wait=60 waits for one):")
                 ask("GET", f"/proposals/{proposal_id}")
@@ -90,26 +96,104 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     # A base flake release reaches every agent: one build, a canary, health checks. In
     # this one bob's agent crashes on start: he is put back and the rollout stops.
-    print(f"\n# a new release of the base flake ({demo.root / 'hyperhive'}); bob's agent")
-    print("# crashes on it. `upgrade` bumps the lock and rolls out: alice first (the canary),")
-    print("# then bob, who does not come up and is put back; the manager is not reached:")
+    print(
+        f"\n# a new release of the base flake ({demo.root / 'hyperhive'}); bob's agent\n"
+        "# crashes on it. `upgrade` bumps the lock and rolls out: alice first (the canary),\n"
+        "# then bob, who does not come up and is put back; the manager is not reached:"
+    )
     release_base(demo.root, "2", crash=("bob",))
     hivegen("upgrade", "--canary", agent, expect=ExitCode.FAILED)
     hivegen("status")
+    story.upgraded(canary=agent, put_back="bob", not_reached=config.hive.manager)
+    _print_what_next(demo.config_path, config.layout.root, demo.root, agent)
+    return ExitCode.OK
+
+
+def _print_what_next(config_path: Path, state_root: Path, root: Path, agent: str) -> None:
     print(
         textwrap.dedent(f"""
-        # The demo hive is up. Try, with --config {demo.config_path}:
+        # The demo hive is up. Try, with --config {config_path}:
         #   hivegen ... rollback {agent} --to deployed/0   deploy its first config again
         #   hivegen ... stop {agent}; hivegen ... status
         #   hivegen ... render meta            the meta flake the containers are built from
         #   hivegen ... destroy bob            bob's repos and notes stay: spawn bob revives him
         #   hivegen ... serve --listen 127.0.0.1:7000
         #       the agents' sockets and the dashboard: open http://127.0.0.1:7000 and log in
-        #       with the token in {config.layout.root / "dashboard.token"} (on a real host
+        #       with the token in {state_root / "dashboard.token"} (on a real host
         #       keep it on its root-only socket: ssh -L 7000:/run/hivegen/dashboard.sock HOST)
-        # Delete {demo.root} when done.""")
+        # Delete {root} when done.""")
     )
-    return ExitCode.OK
+
+
+class _Story:
+    """The demo checks that each step did what it told, from `status --json` and
+    `history --json` read as any script would: a demo whose story did not happen exits
+    1 naming the step, never 0 after output that says otherwise."""
+
+    def __init__(self, run: Callable[..., int]) -> None:
+        self._run = run
+
+    def _document(self, *step: str) -> dict[str, Any]:
+        import io
+        import json
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = self._run(*step, "--json")
+        if code != ExitCode.OK:
+            raise HivegenError(f"the demo could not check its story: `hivegen {' '.join(step)}`")
+        document: dict[str, Any] = json.loads(out.getvalue())
+        return document
+
+    def _expect(self, step: str, told: str, holds: Callable[[dict[str, Any]], bool]) -> None:
+        agents = {row["name"]: row for row in self._document("status")["agents"]}
+        if holds(agents):
+            return
+        seen = ", ".join(
+            f"{name} {row['state']} {row['deployed_tag']}"
+            f"{' (needs rebuild)' if row['needs_rebuild'] else ''}"
+            for name, row in sorted(agents.items())
+        )
+        raise HivegenError(
+            f"the demo's story did not happen at `{step}`: expected {told}; status says: {seen}",
+            hint="a bug of hivegen's, or of this host's nix: please report it with the output",
+        )
+
+    def spawned(self, names: tuple[str, ...]) -> None:
+        self._expect(
+            "spawn",
+            f"{', '.join(names)} running, each on deployed/0",
+            lambda a: all(
+                a[n]["state"] == "running" and a[n]["deployed_tag"] == "deployed/0" for n in names
+            ),
+        )
+
+    def approved(self, agent: str, proposal_id: int, deployed: bool, runs: str) -> None:
+        status = "deployed" if deployed else "failed"
+        entries = self._document("history", agent)["entries"]
+        recorded = next((e["status"] for e in entries if e["id"] == proposal_id), None)
+        self._expect(
+            f"approve {proposal_id}",
+            f"proposal {proposal_id} {status} (history says {recorded}), {agent} running {runs}",
+            lambda a: (
+                recorded == status
+                and a[agent]["state"] == "running"
+                and a[agent]["deployed_tag"] == runs
+            ),
+        )
+
+    def upgraded(self, canary: str, put_back: str, not_reached: str) -> None:
+        self._expect(
+            "upgrade",
+            f"{canary} (the canary) up on the new base, {put_back} put back on the old one, "
+            f"{not_reached} not reached, all three running",
+            lambda a: (
+                all(a[n]["state"] == "running" for n in (canary, put_back, not_reached))
+                and a[canary]["needs_rebuild"] is False
+                and a[put_back]["needs_rebuild"] is True
+                and a[not_reached]["needs_rebuild"] is True
+            ),
+        )
 
 
 @contextlib.contextmanager
