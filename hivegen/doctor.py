@@ -72,7 +72,7 @@ class Doctor:
                     repair=move_aside,
                 )
             ]
-        findings: list[Finding] = []
+        findings: list[Finding] = hostcheck.nix_findings()
         scan = registry.scan(self.config)
         # First: a stale lock makes every later git in that repo fail, repairs included.
         findings += self._git_locks(scan.registered + scan.tombstones)

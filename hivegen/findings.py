@@ -34,6 +34,7 @@ class Check(StrEnum):
     GIT_LOCK = "git-lock"
     PATHS = "paths"
     ROLLOUT = "interrupted-rollout"
+    NIX = "nix"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from hivegen import desired, pathcheck, registry
+from hivegen import desired, nix, pathcheck, registry
 from hivegen.containers import UnitState
 from hivegen.desired import Desired
+from hivegen.errors import HivegenError
 from hivegen.findings import Check, Finding, Severity
 from hivegen.hive import Hive
 from hivegen.names import AgentSpec
@@ -46,6 +47,36 @@ def path_findings(hive: Hive, names: tuple[str, ...]) -> list[Finding]:
             case _ as unreachable:
                 assert_never(unreachable)
     return found
+
+
+def nix_findings() -> list[Finding]:
+    """The Nix on PATH (the one every lock, build and nixos-container call runs): one
+    hivegen supports, and one its tests ran on, or a note that it is not."""
+    try:
+        found = nix.version()
+    except HivegenError as exc:
+        return [Finding(Check.NIX, None, exc.message, hint=exc.hint)]
+    problem = nix.support_problem(found)
+    if problem is not None:
+        return [
+            Finding(
+                Check.NIX,
+                None,
+                problem,
+                hint=f"upgrade Nix; hivegen is tested with {nix.tested_text()} (NixOS: "
+                "nix.package; Debian: apt-get install nix-bin)",
+            )
+        ]
+    if not nix.is_tested(found):
+        return [
+            Finding(
+                Check.NIX,
+                None,
+                f"nix {found} is supported, but hivegen's tests ran on {nix.tested_text()} only",
+                Severity.NOTE,
+            )
+        ]
+    return []
 
 
 def unit_findings(hive: Hive, specs: list[AgentSpec]) -> list[Finding]:

@@ -36,6 +36,28 @@ FLAKE_UPDATE_INPUT_SINCE = NixVersion(2, 19)
 DRV_OUTPUT_SYNTAX_SINCE = NixVersion(2, 13)
 
 
+# The Nix versions hivegen supports: from OLDEST_SUPPORTED on. The suite runs on each
+# of TESTED (Debian bookworm's 2.8 on the host, trixie's 2.26 in a trixie root, the
+# 2.2x era NixOS hosts run); another version is expected to work, and doctor says so.
+OLDEST_SUPPORTED = NixVersion(2, 8)
+TESTED = (NixVersion(2, 8), NixVersion(2, 26))
+
+
+def support_problem(found: NixVersion) -> str | None:
+    """Why `found` is not a Nix hivegen supports, or None."""
+    if found < OLDEST_SUPPORTED:
+        return f"nix {found} is older than the oldest hivegen supports ({OLDEST_SUPPORTED})"
+    return None
+
+
+def is_tested(found: NixVersion) -> bool:
+    return any((found.major, found.minor) == (t.major, t.minor) for t in TESTED)
+
+
+def tested_text() -> str:
+    return ", ".join(f"{t.major}.{t.minor}" for t in TESTED)
+
+
 # What nix warns on a healthy run (2.8 and 2.26 alike), and nothing else: the meta flake
 # is evaluated while a deploy is staged in it (a dirty tree, by design), and a host's
 # nix.conf may carry settings or features of another nix version. Never shown to the

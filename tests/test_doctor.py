@@ -88,3 +88,47 @@ def test_what_only_the_operator_can_decide_is_reported_not_repaired(hive: Hive) 
     assert (Check.FOREIGN, None, "note") in found
     assert nspawn.conf_path(hive.config, "h-zz").exists()
     assert hive.layout.applied("alice").exists()
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ((2, 8, 0), (0, None)),
+        ((2, 26, 3), (0, None)),
+        ((2, 18, 1), (0, "nix 2.18.1 is supported, but hivegen's tests ran on 2.8, 2.26 only")),
+        ((2, 3, 16), (3, "nix 2.3.16 is older than the oldest hivegen supports (2.8.0)")),
+    ],
+)
+@pytest.mark.usefixtures("hive")
+def test_doctor_names_a_nix_it_does_not_support_or_was_not_tested_on(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    version: tuple[int, int, int],
+    expected: tuple[int, str | None],
+) -> None:
+    from hivegen import nix
+
+    code, said = expected
+
+    monkeypatch.setattr(nix, "version", lambda: nix.NixVersion(*version))
+    assert main(["--config", str(tmp_path / "hive.toml"), "doctor", "--json"]) == code
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    nix_said = [f["message"] for f in findings if f["check"] == "nix"]
+    assert nix_said == ([said] if said else [])
+
+
+@pytest.mark.usefixtures("hive")
+def test_doctor_says_when_there_is_no_nix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hivegen import nix
+
+    nix.version.cache_clear()
+    monkeypatch.setattr(nix, "NIX", ("hivegen-no-such-nix",))
+    try:
+        assert main(["--config", str(tmp_path / "hive.toml"), "doctor"]) == 3
+    finally:
+        nix.version.cache_clear()
+    out = capsys.readouterr().out
+    assert "cannot run 'hivegen-no-such-nix': not found on PATH" in out
