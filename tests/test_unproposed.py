@@ -216,6 +216,12 @@ def test_50_agents_with_unproposed_commits_cost_no_extra_process(
 # -- approve --dry-run ----------------------------------------------------------------------
 
 
+def assert_unchanged(before: dict[str, object], after: dict[str, object]) -> None:
+    """`after == before`, failing with the paths that differ (not both whole trees)."""
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, {k: (before.get(k, "(absent)"), after.get(k, "(absent)")) for k in changed}
+
+
 def world(tmp_path: Path, hive: Hive) -> dict[str, object]:
     """Every file, link and directory of the state root and the simulated host (git
     objects and indexes included), and every proposal's record: what a dry run must
@@ -276,7 +282,7 @@ def test_dry_run_builds_what_approve_deploys_and_changes_nothing(
         "system": str(system),
         "error": None,
     }
-    assert world(tmp_path, hive) == before
+    assert_unchanged(before, world(tmp_path, hive))
     assert Proposals(hive).store.get(1).status is ProposalStatus.PENDING
 
     # What it built is exactly what approve installs.
@@ -300,7 +306,7 @@ def test_dry_run_of_a_broken_proposal_prints_the_error_and_changes_nothing(
     result = json.loads(out)
     assert (result["ok"], result["sha"], result["system"]) == (False, sha, None)
     assert "alice cannot build" in result["error"]
-    assert world(tmp_path, hive) == before
+    assert_unchanged(before, world(tmp_path, hive))
 
     # Only a pending proposal is built; a decided one is refused, still unchanged.
     assert cli(tmp_path, capsys, "deny", "1")[0] == 0

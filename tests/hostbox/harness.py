@@ -161,7 +161,7 @@ def cached_tree(cache: Path, key: str, build: Callable[[Path], None]) -> Path:
     if (done / "usr").is_dir():
         return done
     cache.mkdir(mode=0o755, parents=True, exist_ok=True)
-    with _flock(cache / ".lock"):
+    with flock(cache / ".lock"):
         if (done / "usr").is_dir():
             return done  # another run built it while this one waited
         # Leftovers of an interrupted build (the lock is ours: no build is running).
@@ -178,7 +178,7 @@ def cached_tree(cache: Path, key: str, build: Callable[[Path], None]) -> Path:
 
 
 @contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
+def flock(path: Path) -> Iterator[None]:
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

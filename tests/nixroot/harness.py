@@ -17,6 +17,7 @@ never written: the store the tests fill is thrown away), the checkout as an over
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from tests.hostbox.harness import NSPAWN, HostboxError, cached_tree, debootstrap
+from tests.hostbox.harness import NSPAWN, HostboxError, cached_tree, debootstrap, flock
 
 CACHE_ENV = "HIVEGEN_NIXROOT_CACHE"
 DEFAULT_CACHE = Path("/var/cache/hivegen-nixroot")
@@ -145,14 +146,21 @@ def _in_root(root: Path, argv: Sequence[str], log: IO[str]) -> None:
         raise NixRootError(f"in the trixie root: {' '.join(argv)} exited {result.returncode}")
 
 
+def _one_at_a_time(root: Path) -> contextlib.AbstractContextManager[None]:
+    """A second systemd-nspawn of the same root fails while one runs ("Failed to open
+    system bus", its lock taken): runs of it wait for each other instead."""
+    return flock(root.parent / "run.lock")
+
+
 def nix_version(root: Path) -> str:
-    result = subprocess.run(
-        [*_nspawn(root, "--volatile=overlay"), "/usr/bin/nix", "--version"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    with _one_at_a_time(root):
+        result = subprocess.run(
+            [*_nspawn(root, "--volatile=overlay"), "/usr/bin/nix", "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if result.returncode != 0:
         raise NixRootError(f"nix --version in the trixie root: {result.stderr.strip()}")
     return result.stdout.strip()
@@ -175,11 +183,12 @@ def run_pytest(
         f"--setenv=CI={os.environ.get('CI', '')}",
         "--setenv=LANG=C.UTF-8",
     ]
-    return subprocess.run(
-        [*_nspawn(root, *flags), f"{VENV}/bin/python", "-m", "pytest", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
-    )
+    with _one_at_a_time(root):
+        return subprocess.run(
+            [*_nspawn(root, *flags), f"{VENV}/bin/python", "-m", "pytest", *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )

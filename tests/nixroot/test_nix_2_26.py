@@ -40,7 +40,7 @@ def test_the_nix_facing_tests_pass_on_nix_2_26(trixie_root: Path) -> None:
     # Two workers, as the host's run: the Nix tests are most of this run's time.
     result = harness.run_pytest(
         trixie_root,
-        ["-m", "nix", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider"],
+        ["-m", "nix", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider", "-rfE"],
         timeout=TIMEOUT,
     )
     output = result.stdout + result.stderr
@@ -49,8 +49,38 @@ def test_the_nix_facing_tests_pass_on_nix_2_26(trixie_root: Path) -> None:
     summary = ends[-1].strip("= ") if ends else "(no summary)"
     # The inner session says which nix it ran against (tests/conftest.py's header).
     assert "nix: nix (Nix) 2.26" in output, output[-4000:]
-    assert result.returncode == 0, f"on Nix 2.26: {summary}\n{output[-12000:]}"
+    assert result.returncode == 0, f"on Nix 2.26: {summary}\n{_failures(output)}"
     passed = re.search(r"(\d+) passed", summary)
     assert passed, summary
     assert int(passed.group(1)) > 0, summary
     print(f"on {version}: {summary}")
+
+
+def _failures(output: str) -> str:
+    """What failed in the inner run, readable in the outer report: pytest's FAILED and
+    ERROR lines first, then the start and the end of each failure's section (a failing
+    assertion on a whole tree can print megabytes)."""
+    lines = output.splitlines()
+    named = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]
+    sections: list[str] = []
+    current: list[str] = []
+    for line in lines:
+        if line.startswith("____") and line.endswith("____"):
+            if current:
+                sections.append(_shortened(current))
+            current = [line]
+        elif current and line.startswith(("====", "----")):
+            sections.append(_shortened(current))
+            current = []
+        elif current:
+            current.append(line)
+    if current:
+        sections.append(_shortened(current))
+    return "\n".join([*named, "", *sections]) or output[-6000:]
+
+
+def _shortened(section: list[str], head: int = 40, tail: int = 40) -> str:
+    if len(section) <= head + tail:
+        return "\n".join(section)
+    cut = f"[... {len(section) - head - tail} lines ...]"
+    return "\n".join([*section[:head], cut, *section[-tail:]])
