@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from benchmarks import hives, measure
@@ -34,6 +34,13 @@ ROLLOUT_EVAL_RATIO = 1.5  # the whole hive's evaluation, in one agent's
 ROLLOUT_WALL_RATIO = 0.3  # of the sequential rebuilds' wall time, at N = ROLLOUT_LARGE
 ROLLOUT_LARGE = 50
 
+# What a target holds: COUNT, a number of processes, calls, lock nodes or evaluator
+# function calls (the same on any machine, at any load), or TIME, a wall time or a
+# ratio of wall times (the machine and its load decide). tests/test_benchmarks_smoke.py
+# runs every suite at its smallest and holds every COUNT target, never a TIME one.
+COUNT = "count"
+TIME = "time"
+
 
 @dataclass(frozen=True, slots=True)
 class Row:
@@ -41,9 +48,15 @@ class Row:
     n: int | None
     figure: str
     target: str = "—"
-    met: bool | None = None
+    met: bool | None = None  # None: no target, or it is stated at another N only
     reference: str = "—"
     value: float | None = None  # the figure as a number (seconds, or a count)
+    target_kind: str | None = None  # COUNT or TIME, for a row with a target
+    suite: str = ""  # the suite that measured it (SUITES)
+
+    def __post_init__(self) -> None:
+        if (self.target != "—" or self.met is not None) and self.target_kind not in (COUNT, TIME):
+            raise ValueError(f"{self.measure}: a target must say what it holds (COUNT or TIME)")
 
 
 def _s(seconds: float) -> str:
@@ -103,6 +116,7 @@ def measure_hive(
             f"< {STATUS_SECONDS} s" if large else "—",
             _check(status.median_seconds < STATUS_SECONDS, large),
             value=status.median_seconds,
+            target_kind=TIME,
         )
     )
     rows.append(
@@ -114,6 +128,7 @@ def measure_hive(
             status.max_processes <= STATUS_PROCESSES,
             f"N + 1 = {n + 1}: nixos-container list + systemctl is-active per agent",
             value=status.max_processes,
+            target_kind=COUNT,
         )
     )
     fresh_status = measure.median_subprocess(
@@ -141,6 +156,7 @@ def measure_hive(
             f"< {SYNC_SECONDS} s" if large else "—",
             _check(sync.median_seconds < SYNC_SECONDS, large),
             value=sync.median_seconds,
+            target_kind=TIME,
         )
     )
     rows.append(
@@ -152,6 +168,7 @@ def measure_hive(
             sync.max_processes == 0,
             "≥ 1: nixos-container list for the agent set",
             value=sync.max_processes,
+            target_kind=COUNT,
         )
     )
     fresh_sync = measure.median_subprocess([*config_arg, "meta", "sync"], repeat, fresh, count=True)
@@ -179,6 +196,7 @@ def measure_hive(
             spawned.processes == first_n,
             "constant too, incl. 2 nixos-container lists",
             value=spawned.processes,
+            target_kind=COUNT,
         )
     )
     rows.append(
@@ -203,6 +221,7 @@ def measure_hive(
             rebuilt.inputs_bumped == 1 and rebuilt.lock_nodes_changed == 1,
             "1 too",
             value=rebuilt.inputs_bumped,
+            target_kind=COUNT,
         )
     )
     counted = rebuilt.counted
@@ -293,6 +312,7 @@ def measure_rollout(workdir: Path, n: int, index: int) -> tuple[list[Row], dict[
             f"one installable over all: {_m(bench.shared.function_calls)}, "
             f"{_s(bench.shared.seconds)}",
             value=bench.eval_work_ratio,
+            target_kind=COUNT,
         ),
         Row(
             "rollout: evaluation time (evaluators' wall)",
@@ -305,6 +325,7 @@ def measure_rollout(workdir: Path, n: int, index: int) -> tuple[list[Row], dict[
             bench.eval_time_ratio <= ROLLOUT_EVAL_RATIO,
             f"rollout nix CPU {_s(rn.cpu_seconds)}, rebuilds {_s(bn.cpu_seconds)}",
             value=bench.eval_time_ratio,
+            target_kind=TIME,
         ),
         Row(
             "rollout: wall time vs N sequential rebuilds",
@@ -316,6 +337,7 @@ def measure_rollout(workdir: Path, n: int, index: int) -> tuple[list[Row], dict[
             f"≤ {ROLLOUT_WALL_RATIO:g}x" if large else "—",
             _check(bench.wall_ratio <= ROLLOUT_WALL_RATIO, large),
             value=bench.wall_ratio,
+            target_kind=TIME,
         ),
         Row(
             "rollout: all processes",
@@ -342,6 +364,7 @@ def measure_cli(config_path: Path, repeat: int, workdir: Path) -> list[Row]:
             f"< {HELP_SECONDS} s",
             help_.median_seconds < HELP_SECONDS,
             value=help_.median_seconds,
+            target_kind=TIME,
         ),
         Row(
             "hivegen port alice",
@@ -523,7 +546,7 @@ def _hive_suite(
         details.append(hive_details)
         print(f"N = {n}: done in {time.perf_counter() - hive_started:.1f} s", flush=True)
     rows += measure_cli(workdir / f"hive-{sizes[0]}" / "hive.toml", repeat, workdir)
-    return rows, details
+    return [replace(row, suite="hives") for row in rows], details
 
 
 def _rollout_suite(
@@ -539,7 +562,7 @@ def _rollout_suite(
         rows += hive_rows
         details.append(hive_details)
         print(f"rollout, N = {n}: done in {time.perf_counter() - hive_started:.1f} s", flush=True)
-    return rows, details
+    return [replace(row, suite="rollout") for row in rows], details
 
 
 def main(argv: Sequence[str] | None = None) -> int:
