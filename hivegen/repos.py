@@ -8,6 +8,7 @@ and tags keep the history (`deployed/0` marks a seeded repo).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from hivegen import fsutil, policy, render, safepath, snapshot
 from hivegen.config import Config
-from hivegen.errors import HivegenError, UsageError
+from hivegen.errors import CommandError, HivegenError, UsageError
 from hivegen.git import Git
 from hivegen.registry import DEPLOYED_ZERO, has_ref
 
@@ -169,18 +170,33 @@ def fetch_commit(
     # --update-head-ok: HEAD names refs/heads/main, unborn in a new repo. fsckObjects
     # refuses malformed objects (a tree entry named `.git`, `..`) before they land.
     head_ok = ["--update-head-ok"] if update_head else []
-    git.run(
-        repo,
-        "-c",
-        "fetch.fsckObjects=true",
-        "fetch",
-        "--quiet",
-        "--no-tags",
-        *head_ok,
-        "--",
-        str(snap.path),
-        f"refs/heads/hivegen-fetch:{ref}",
-    )
+    try:
+        git.run(
+            repo,
+            "-c",
+            "fetch.fsckObjects=true",
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            *head_ok,
+            "--",
+            str(snap.path),
+            f"refs/heads/hivegen-fetch:{ref}",
+        )
+    except CommandError as exc:
+        found = [m.group(1) for line in exc.stderr_tail if (m := _FSCK_FINDING.match(line))]
+        if not found:
+            raise
+        # A policy refusal, said as one: what fsck found, never git's command line, the
+        # state root's paths or the snapshot's (a socket's client reads this).
+        raise UsageError(
+            f"commit {sha[:12]} is refused: it holds a malformed object ({'; '.join(found)})",
+            hint="git fsck refuses it; commit a tree git itself would write",
+        ) from None
+
+
+# git fsck's finding in a fetch it refuses: `error: object <id>: <id of check>: <text>`.
+_FSCK_FINDING = re.compile(r"error: object [0-9a-f]{40,64}: ([A-Za-z]+: [^/]{0,200})\Z")
 
 
 def check_applied(config: Config, name: str) -> None:
