@@ -337,6 +337,9 @@ in
         # /run/hivegen, root's alone: where the dashboard's socket is.
         RuntimeDirectory = "hivegen";
         RuntimeDirectoryMode = "0700";
+        # Room for every agent's bounded connections (hivegen sizes its agents' pool
+        # from this limit, less a reserve for the dashboards, git and nix).
+        LimitNOFILE = 65536;
       };
     };
   };

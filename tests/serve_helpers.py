@@ -106,11 +106,19 @@ class Server:
 
 
 @contextlib.contextmanager
-def serving(config: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+def serving(
+    config: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    wrapper: list[str] | None = None,
+) -> Iterator[Server]:
     """`hivegen --config CONFIG serve ARGS`, up (its agents' sockets listening) until the
-    block ends, then stopped with SIGTERM."""
+    block ends, then stopped with SIGTERM; `wrapper` runs it (`prlimit ... --`)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "hivegen", "--config", str(config), "serve", *args],
+        [
+            *(wrapper or []),
+            *(sys.executable, "-m", "hivegen", "--config", str(config), "serve", *args),
+        ],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,

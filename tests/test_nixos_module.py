@@ -459,6 +459,7 @@ def test_the_serve_unit() -> None:
         "RestartSec": "2s",
         "RuntimeDirectory": "hivegen",
         "RuntimeDirectoryMode": "0700",
+        "LimitNOFILE": 65536,
     }
     tcp = {"enable": True, "listen": "127.0.0.1:7000", "allowedHosts": ["hive.example"]}
     unit = summary(hivegen_config({}, service={"serve": tcp}))["serve"]

@@ -273,7 +273,9 @@ def test_sockets_modes_and_a_clean_stop(config: Path) -> None:
         assert request(dashboard, "GET", "/", headers={"Host": "evil.example"}).status == 421
         staging = hive.host.runtime_root / ".hivegen-serve"
         assert stat.S_IMODE(staging.stat().st_mode) == 0o700
-        assert list(staging.iterdir()) == []
+        # Nothing but the lock that keeps a second serve of this hive out.
+        assert [p.name for p in staging.iterdir()] == ["serve.lock"]
+        assert stat.S_IMODE(os.lstat(staging / "serve.lock").st_mode) == 0o600
         assert server.stop() == 0
     for name in ("hm1nd", "alice", "bob"):
         assert not sock(config, name).exists()

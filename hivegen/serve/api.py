@@ -33,7 +33,7 @@ from hivegen.errors import HivegenError, UsageError
 from hivegen.names import Role
 from hivegen.proposals import Proposals
 from hivegen.sanitize import terminal_line
-from hivegen.serve import limits
+from hivegen.serve import conns, limits
 from hivegen.serve.context import Context
 from hivegen.spawnrequests import SpawnRequests
 from hivegen.store import ProposalStatus, Store, proposal_json
@@ -110,7 +110,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def _body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
     # Whatever the Content-Type says (curl -d sends a form type), the body is JSON.
-    raw = await request.read()  # bounded by client_max_size (413 above it)
+    # Bounded by client_max_size (413 above it, chunked or not) and in time (408).
+    raw = await conns.within_body_timeout(request.read())
     try:
         data: Any = json.loads(raw or b"{}")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -24,6 +24,7 @@ from markupsafe import Markup
 from hivegen import highlight, sanitize
 from hivegen.errors import HivegenError, UsageError
 from hivegen.proposals import Proposals, validate_note
+from hivegen.serve import conns
 from hivegen.serve.auth import LOCAL_SESSION, SECURITY_HEADERS, SESSION_COOKIE, Guard
 from hivegen.serve.context import Context, Job
 from hivegen.spawnrequests import RequestState, SpawnRequests
@@ -119,7 +120,7 @@ async def _checked(request: web.Request, handler: Handler, guard: Guard) -> web.
             raise web.HTTPSeeOther("/login")
         return _error_page(request, 403, "log in first")
     if request.method == "POST" and session is not None:
-        form = await request.post()
+        form = await conns.within_body_timeout(request.post())
         if not guard.csrf_ok(session, str(form.get("csrf", ""))):
             return _error_page(request, 403, "refused: the form's CSRF token is missing or stale")
     return await handler(request)
@@ -140,7 +141,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther("/")
     if guard.too_many_failures():
         return _error_page(request, 429, "too many failed logins: wait a minute")
-    form = await request.post()
+    form = await conns.within_body_timeout(request.post())
     session = guard.login(str(form.get("token", "")))
     if session is None:
         log.warning("failed dashboard login from %s", request.remote)
@@ -213,7 +214,7 @@ async def proposal_page(request: web.Request) -> web.StreamResponse:
 
 
 async def _form(request: web.Request) -> dict[str, str]:
-    form = await request.post()
+    form = await conns.within_body_timeout(request.post())
     return {k: str(v) for k, v in form.items() if isinstance(v, str)}
 
 

@@ -16,6 +16,20 @@ MAX_PENDING_PER_AGENT = 8
 MAX_WAITERS = 4
 # The longest a wait may last; the client asks again after it.
 MAX_WAIT = 300.0
+# Connections one container's socket holds at once (its waits and a few more), and a
+# dashboard listener's; over them a connection is answered 503 and closed (conns.py).
+AGENT_CONNECTIONS = 8
+DASHBOARD_CONNECTIONS = 64
+# All agents' connections together: the fd limit less this reserve, within these.
+FD_RESERVE = 256
+MIN_AGENT_POOL = 16
+MAX_AGENT_POOL = 4096
+# The fd limit the server raises itself to when the hard limit is unlimited.
+NOFILE_WANTED = 65536
+# Seconds a connection has to send a request's headers (after it is accepted, or after
+# its last answer), and a request its body.
+HEADER_TIMEOUT = 10.0
+BODY_TIMEOUT = 10.0
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from aiohttp import web
@@ -27,7 +27,9 @@ from hivegen.serve import (
     Stopped,
     api,
     auth,
+    conns,
     dashboard,
+    limits,
     sockets,
 )
 from hivegen.serve.context import Context
@@ -39,14 +41,17 @@ log = logging.getLogger("hivegen.serve")
 class _AgentListener:
     bound: sockets.Bound
     runner: web.AppRunner
+    gate: conns.Gate
 
 
 class AgentSockets:
     """One socket per registered agent, re-made when its runtime dir is."""
 
-    def __init__(self, config: Config, context: Context) -> None:
+    def __init__(self, config: Config, context: Context, tracker: conns.Tracker) -> None:
         self.config = config
         self.context = context
+        self.tracker = tracker
+        self.pool = conns.Pool(conns.agent_pool_cap())
         self.runtime_root = config.host.runtime_root
         self.listening: dict[str, _AgentListener] = {}
 
@@ -95,15 +100,25 @@ class AgentSockets:
         finally:
             os.close(fd)
         spec = self.config.agent(name)
-        app = api.make_app(api.Identity(name, spec.role), self.context)
+        app = self.tracker.watch(api.make_app(api.Identity(name, spec.role), self.context))
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        await web.SockSite(runner, bound.sock).start()
-        self.listening[name] = _AgentListener(bound, runner)
+        assert runner.server is not None
+        gate = conns.Gate(
+            bound.sock,
+            runner.server,
+            label=f"{name}'s socket",
+            cap=limits.AGENT_CONNECTIONS,
+            tracker=self.tracker,
+            pool=self.pool,
+        )
+        gate.start()
+        self.listening[name] = _AgentListener(bound, runner, gate)
         log.info("listening for %s on %s", name, self.config.runtime_dir(spec) / "hive.sock")
 
     async def _close(self, name: str, *, unlink: bool = True) -> None:
         listener = self.listening.pop(name)
+        await listener.gate.stop()
         await listener.runner.cleanup()
         if unlink:
             sockets.remove(self.runtime_root, self._rel(name), sockets.SOCKET_NAME, listener.bound)
@@ -135,49 +150,85 @@ def _dashboard_socket(path: Path) -> sockets.Bound:
     fd = safepath.open_root(parent)
     try:
         os.fchmod(fd, 0o700)
+        # A stale socket of an earlier run: this process holds the hive's serve lock.
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path.name, dir_fd=fd)  # a stale socket of an earlier run
+            os.unlink(path.name, dir_fd=fd)
         return sockets.bind_in(fd, path.name, fd, 0o600)
     finally:
         os.close(fd)
 
 
+def _remove_dashboard_socket(path: Path, bound: sockets.Bound) -> None:
+    """Unlink the dashboard's socket if it is still this process's (never another's)."""
+    with contextlib.suppress(OSError, HivegenError):
+        fd = safepath.open_root(path.parent)
+        try:
+            if sockets.still_there(fd, path.name, bound):
+                os.unlink(path.name, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+
+@dataclass(slots=True)
+class _Dashboards:
+    """The dashboards' runners and gates, and the root-only socket (to remove if ours)."""
+
+    runners: list[web.AppRunner] = field(default_factory=list)
+    gates: list[conns.Gate] = field(default_factory=list)
+    unix: sockets.Bound | None = None
+
+    async def serve(
+        self, app: web.Application, sock: socket.socket, label: str, tracker: conns.Tracker
+    ) -> None:
+        runner = web.AppRunner(
+            tracker.watch(app), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        self.runners.append(runner)
+        assert runner.server is not None
+        gate = conns.Gate(
+            sock, runner.server, label=label, cap=limits.DASHBOARD_CONNECTIONS, tracker=tracker
+        )
+        gate.start()
+        self.gates.append(gate)
+
+    async def close(self, path: Path) -> None:
+        for gate in self.gates:
+            await gate.stop()
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+        if self.unix is not None:
+            _remove_dashboard_socket(path, self.unix)
+
+
+def _tcp_socket(listen: Listen) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    try:
+        return socket.create_server((listen.host, listen.port), family=family, backlog=128)
+    except OSError as exc:
+        raise HivegenError(
+            f"cannot listen on {listen.url}: {exc.strerror}",
+            hint="choose another --listen address or port",
+        ) from exc
+
+
 async def _start_dashboards(
-    context: Context, options: ServeOptions, runners: list[web.AppRunner]
+    context: Context, options: ServeOptions, dashboards: _Dashboards, tracker: conns.Tracker
 ) -> str | None:
     """The root-only socket's dashboard, and the TCP one if asked for (its URL)."""
     guard_unix = auth.Guard(token=None, extra_hosts=options.allowed_hosts)
-    local = web.AppRunner(
-        dashboard.make_app(context, guard_unix),
-        access_log=None,
-        handle_signals=False,
-        shutdown_timeout=1.0,
+    dashboards.unix = _dashboard_socket(options.dashboard_socket)
+    await dashboards.serve(
+        dashboard.make_app(context, guard_unix), dashboards.unix.sock, "the dashboard", tracker
     )
-    await local.setup()
-    runners.append(local)
-    bound = _dashboard_socket(options.dashboard_socket)
-    await web.SockSite(local, bound.sock).start()
     if options.listen is None:
         return None
     token = auth.load_or_make_token(options.token_file)
     hosts = (*options.allowed_hosts, options.listen.host)
-    tcp = web.AppRunner(
-        dashboard.make_app(context, auth.Guard(token=token, extra_hosts=hosts)),
-        access_log=None,
-        handle_signals=False,
-        shutdown_timeout=1.0,
-    )
-    await tcp.setup()
-    runners.append(tcp)
-    site = web.TCPSite(tcp, options.listen.host, options.listen.port)
-    try:
-        await site.start()
-    except OSError as exc:
-        raise HivegenError(
-            f"cannot listen on {options.listen.url}: {exc.strerror}",
-            hint="choose another --listen address or port",
-        ) from exc
-    port = tcp.addresses[0][1]  # the one picked, for port 0
+    sock = _tcp_socket(options.listen)
+    port = sock.getsockname()[1]  # the one picked, for port 0
+    app = dashboard.make_app(context, auth.Guard(token=token, extra_hosts=hosts))
+    await dashboards.serve(app, sock, "the TCP dashboard", tracker)
     return Listen(options.listen.host, port).url
 
 
@@ -199,10 +250,12 @@ async def _serve(
         loop.add_signal_handler(signal.SIGTERM, stop, Stopped.TERMINATED)
         loop.add_signal_handler(signal.SIGINT, stop, Stopped.INTERRUPTED)
     context = Context(config, make_hive)
-    runners: list[web.AppRunner] = []
-    agents = AgentSockets(config, context)
+    tracker = conns.Tracker()
+    agents = AgentSockets(config, context, tracker)
+    dashboards = _Dashboards()
+    lock = sockets.hold_serve_lock(config.host.runtime_root)
     try:
-        url = await _start_dashboards(context, options, runners)
+        url = await _start_dashboards(context, options, dashboards, tracker)
         await agents.refresh()
         if on_ready is not None:
             on_ready(
@@ -217,6 +270,7 @@ async def _serve(
         while not stopped.done():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(stopped), options.poll_interval)
+            tracker.sweep()
             if stop_event is not None and stop_event.is_set():
                 stop(Stopped.TERMINATED)
             if not stopped.done():
@@ -228,10 +282,8 @@ async def _serve(
         return stopped.result()
     finally:
         await agents.close_all()
-        for runner in reversed(runners):
-            await runner.cleanup()
-        with contextlib.suppress(OSError):
-            options.dashboard_socket.unlink()
+        await dashboards.close(options.dashboard_socket)
+        os.close(lock)
 
 
 def serve_forever(

@@ -17,6 +17,7 @@ path is at most 107 bytes) and resolved through the fd, not through a swappable 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import socket
@@ -90,6 +91,39 @@ def remove(path_root: Path, rel: PurePosixPath, name: str, bound: Bound) -> None
                 os.unlink(name, dir_fd=fd)
     except (OSError, HivegenError):
         pass  # gone already, or replaced: nothing of ours to remove
+
+
+LOCK_NAME = "serve.lock"
+
+
+def hold_serve_lock(runtime_root: Path) -> int:
+    """The hive's serve lock (`<runtime root>/.hivegen-serve/serve.lock`, where no
+    container reaches), held until the returned fd is closed: two servers of one hive
+    would re-bind every agent's socket from under each other forever."""
+    runtime_root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    staging = open_staging(runtime_root)
+    try:
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(LOCK_NAME, flags, 0o600, dir_fd=staging)
+    finally:
+        os.close(staging)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise HivegenError(
+            f"hivegen serve (pid {holder}) already serves this hive "
+            f"(its lock: {runtime_root / STAGING / LOCK_NAME})",
+            hint="stop that one first (systemctl stop hivegen-serve, or kill it); one serve "
+            "per hive",
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def open_staging(runtime_root: Path) -> int:
