@@ -125,8 +125,19 @@ def hive_lock(
     says who holds it ("pid <n>: <holder>"), written once the lock is ours: another
     hivegen that has to wait, or refuses to, names it.
     """
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        hints = {
+            errno.EROFS: "the state root's filesystem is mounted read-only: remount it "
+            "read-write (nothing was changed), then re-run the command",
+            errno.ENOSPC: "a filesystem is full: free space, then re-run the command",
+        }
+        raise HivegenError(
+            f"cannot take the hive lock {lock_path}: {exc.strerror}",
+            hint=hints.get(exc.errno or 0, "hivegen runs as root, on a state root it can write"),
+        ) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

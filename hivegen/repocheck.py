@@ -231,21 +231,40 @@ class RepoChecks:
                     repair=move_back,
                 )
             )
-        elif not busy and not git.ok(applied, "diff", "--quiet", "HEAD", "--"):
+        elif not busy:
+            found += self._work_tree(name, applied)
+        return found
 
-            def reread() -> str:
-                check_out_main(git, applied)
-                return f"{name}: applied work tree re-read from main"
-
-            found.append(
+    def _work_tree(self, name: str, applied: Path) -> list[Finding]:
+        diff = self.hive.git.run(applied, "diff", "--quiet", "HEAD", "--", check=False)
+        if diff.ok:
+            return []
+        if diff.returncode != 1:
+            # 1 is "differs"; anything else is git failing to look (a full disk, a lock):
+            # not drift, and nothing a re-read of the tree would repair.
+            tail = "; ".join(diff.stderr_tail()[-3:]) or f"exit {diff.returncode}"
+            full = "No space left" in tail
+            return [
                 Finding(
                     Check.APPLIED_TREE,
                     name,
-                    f"applied work tree of {name} differs from main",
-                    repair=reread,
+                    f"cannot compare the applied work tree of {name} with main: {tail}",
+                    hint="free space, then run doctor again" if full else "run doctor again",
                 )
+            ]
+
+        def reread() -> str:
+            check_out_main(self.hive.git, applied)
+            return f"{name}: applied work tree re-read from main"
+
+        return [
+            Finding(
+                Check.APPLIED_TREE,
+                name,
+                f"applied work tree of {name} differs from main",
+                repair=reread,
             )
-        return found
+        ]
 
     def record_order(
         self, name: str, main: str, newest: str | None, deployed: dict[int, str]

@@ -132,3 +132,33 @@ def test_doctor_says_when_there_is_no_nix(
         nix.version.cache_clear()
     out = capsys.readouterr().out
     assert "cannot run 'hivegen-no-such-nix': not found on PATH" in out
+
+
+def test_git_failing_to_compare_a_work_tree_is_not_drift(
+    hive: Hive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`git diff --quiet` exits 1 for a difference; any other failure (a full disk, a
+    lock in the way) is reported as what it is, with nothing to "repair"."""
+    from hivegen import process
+    from hivegen.git import Git
+
+    run = Git.run
+
+    def failing_diff(
+        self: Git, repo: Path, *args: str, input: str | None = None, check: bool = True
+    ) -> process.CmdOut:
+        if args[:2] == ("diff", "--quiet") and repo == hive.layout.applied("alice"):
+            return process.CmdOut(("git", *args), 128, "", "fatal: No space left on device\n")
+        return run(self, repo, *args, input=input, check=check)
+
+    monkeypatch.setattr(Git, "run", failing_diff)
+    found = [f for f in Doctor(hive).run().problems if f.check is Check.APPLIED_TREE]
+    assert [(f.agent, f.message, f.repairable) for f in found] == [
+        (
+            "alice",
+            "cannot compare the applied work tree of alice with main: "
+            "fatal: No space left on device",
+            False,
+        )
+    ]
+    assert found[0].hint == "free space, then run doctor again"

@@ -536,3 +536,28 @@ def test_a_rollback_to_what_already_runs_is_refused(hive: Hive) -> None:
     with pytest.raises(HivegenError, match=r"alice already runs deployed/0 .* nothing to roll"):
         proposals.rollback("alice", "deployed/0")
     assert proposals.store.of_agent("alice") == []  # no proposal made for it
+
+
+def test_a_read_only_state_root_is_one_clear_error_and_changes_nothing(
+    small_state_fs: Path, config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hive = Hive(load_config(config_path))
+    hive.spawn("hm1nd")
+    hive.spawn("alice")
+    sha = manager_commit(hive, GOOD)
+    remount = ["mount", "-o", "remount,ro", str(small_state_fs)]
+    subprocess.run(remount, check=True)
+    try:
+        for verb in (["propose", "alice", sha], ["stop", "alice"], ["doctor", "--repair"]):
+            capsys.readouterr()
+            assert main(["--config", str(config_path), *verb]) == 1, verb
+            err = capsys.readouterr().err
+            assert "Traceback" not in err
+            assert "cannot take the hive lock" in err, err
+            assert "Read-only file system" in err, err
+            assert "hint: the state root's filesystem is mounted read-only" in err, err
+        # What only reads still works.
+        assert main(["--config", str(config_path), "status"]) == 0
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_state_fs)], check=True)
+    assert main(["--config", str(config_path), "propose", "alice", sha]) == 0
