@@ -13,7 +13,6 @@ build that failed, a batch where some agent failed), else `hivegen.error/1`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
@@ -60,6 +59,8 @@ def dumps(document: Mapping[str, object], *, indent: int | None = 2) -> str:
     """The document as printed: `schema` first, every other key sorted (stable output),
     and only ASCII (every other character a \\uXXXX escape: no C1 control or bidi
     override reaches a terminal raw; the decoded value is the exact text)."""
+    import json  # when a document is printed: the parser only names the kinds
+
     ordered = {"schema": document["schema"], **_sorted(dict(document))}
     return json.dumps(ordered, indent=indent, ensure_ascii=True)
 
@@ -93,6 +94,7 @@ def precise_time(microseconds: int) -> str:
 
 def schema(kind: Kind) -> dict[str, Any]:
     """The JSON Schema of `kind` (installed with the package)."""
+    import json
     from importlib import resources
 
     text = resources.files("hivegen.schemas").joinpath(f"{kind}.json").read_text()

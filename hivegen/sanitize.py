@@ -14,7 +14,6 @@ operator reviewing a proposal sees that something odd is there instead of losing
 
 from __future__ import annotations
 
-import html as _html
 import re
 
 # C0 controls but tab and newline, DEL, C1 controls (0x80-0x9f: 0x9b is a one-byte CSI),
@@ -48,4 +47,6 @@ def terminal_line(text: str) -> str:
 def html(text: str) -> str:
     """`text` for an HTML text node or quoted attribute: the same visible escapes as on a
     terminal, then HTML-escaped (quotes included), so nothing in it is markup."""
+    import html as _html  # the dashboard's: not for the command line
+
     return _html.escape(terminal(text), quote=True)

@@ -24,7 +24,7 @@ from hivegen.cli.common import (
     json_errors,
     print_error_document,
 )
-from hivegen.cli.parser import build_parser
+from hivegen.cli.parser import build_parser, parser_for
 from hivegen.errors import ExitCode, HivegenError, Interrupted
 
 # main and build_parser are the API; the helpers are here for the tests that call them.
@@ -33,7 +33,7 @@ __all__ = ["_print_json", "_report", "_setup_logging", "build_parser", "main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = parser_for(words)
     before_dashes = words[: words.index("--")] if "--" in words else words
     with json_errors("--json" in before_dashes):
         args = parser.parse_args(words)

@@ -7,18 +7,103 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from hivegen.errors import HivegenError, UsageError
 from hivegen.sanitize import terminal, terminal_line
 
+if TYPE_CHECKING:
+    _SubParsersAction = argparse._SubParsersAction[argparse.ArgumentParser]
+else:
+    _SubParsersAction = argparse._SubParsersAction
+
 PROG = "hivegen"
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+class _Lazy:
+    """A verb's handler, `hivegen.cli.<module>.<name>`, imported when the verb runs: the
+    parser loads no verb's code (`hivegen --help` runs none)."""
+
+    __slots__ = ("module", "name")
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module = module
+        self.name = name
+
+    def resolve(self) -> Handler:
+        import importlib
+
+        handler: Handler = getattr(importlib.import_module(f"hivegen.cli.{self.module}"), self.name)
+        return handler
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        return self.resolve()(args)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Lazy) and (self.module, self.name) == (other.module, other.name)
+
+    def __hash__(self) -> int:
+        return hash((self.module, self.name))
+
+    def __repr__(self) -> str:
+        return f"<handler hivegen.cli.{self.module}.{self.name}>"
+
+
+def _built(parser: object) -> bool:
+    """Whether `parser` is a verb's real parser, not one left unbuilt (_VerbChoices): a
+    definition skips what only a real parser needs (its imports) for the others."""
+    return isinstance(parser, argparse.ArgumentParser)
+
+
+class _Unbuilt:
+    """The parser of a verb not asked for: whatever its definition adds is dropped."""
+
+    def __getattr__(self, name: str) -> Callable[..., _Unbuilt]:
+        return self._drop
+
+    def _drop(self, *args: object, **kwargs: object) -> _Unbuilt:
+        return self
+
+
+_UNBUILT: Any = _Unbuilt()
+
+
+class _VerbChoices(_SubParsersAction):
+    """The verbs, as `add_subparsers` makes them, but with only the parser of the verb
+    the command line names built (`only`): the others are listed by --help and accepted
+    as choices, their definitions dropped (building all of them costs more than the rest
+    of a short command). Should argparse reach a verb left unbuilt (a command line read
+    otherwise than the verb_of guess), every verb is built then (`build_all`), as if
+    `only` had been None."""
+
+    only: frozenset[str] | None = None  # None: every verb
+    build_all: Callable[[], Mapping[str, argparse.ArgumentParser]] | None = None
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if self.only is None or name in self.only:
+            return super().add_parser(name, **kwargs)
+        if "help" in kwargs:
+            self._choices_actions.append(self._ChoicesPseudoAction(name, (), kwargs["help"]))
+        self._name_parser_map[name] = _UNBUILT
+        return _UNBUILT
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        name = values[0]
+        if self._name_parser_map.get(name) is _UNBUILT:
+            assert self.build_all is not None
+            self._name_parser_map[name] = self.build_all()[name]
+        super().__call__(parser, namespace, values, option_string)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -27,6 +112,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _add_color_option(parser: argparse.ArgumentParser, what: str) -> None:
+    if not _built(parser):
+        return
     from hivegen.highlight import Color
 
     parser.add_argument(
@@ -40,6 +127,8 @@ def _add_color_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 def _add_json_option(parser: argparse.ArgumentParser, *kinds: str, what: str = "") -> None:
     """--json, its help naming the document it prints (docs/json.md has them all)."""
+    if not _built(parser):
+        return
     from hivegen import jsondoc
 
     ids = " or ".join(jsondoc.schema_id(jsondoc.Kind(k)) for k in kinds)
@@ -275,14 +364,16 @@ def _age(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
-class _TerminalFormatter(logging.Formatter):
-    """Log lines (`-v` commands quote refs and paths) shown with controls made visible."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return terminal(super().format(record))
-
-
 def _setup_logging(verbose: bool) -> None:
+    import logging  # once a verb runs: not for `hivegen --help`
+
+    class _TerminalFormatter(logging.Formatter):
+        """Log lines (`-v` commands quote refs and paths) shown with controls made
+        visible."""
+
+        def format(self, record: logging.LogRecord) -> str:
+            return terminal(super().format(record))
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_TerminalFormatter("%(message)s"))
     root = logging.getLogger("hivegen")

@@ -8,38 +8,26 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hivegen import __version__
-from hivegen.cli.agent_verbs import _cmd_list, _cmd_status
 from hivegen.cli.common import (
     PROG,
     _add_color_option,
     _add_global_options,
     _add_json_option,
     _Formatter,
+    _Lazy,
     _Parser,
+    _VerbChoices,
     _VerbParser,
 )
-from hivegen.cli.hive_verbs import (
-    _cmd_doctor,
-    _cmd_init,
-    _cmd_meta_sync,
-    _cmd_meta_update,
-    _cmd_reconcile,
-)
-from hivegen.cli.lifecycle_verbs import _cmd_lifecycle
 from hivegen.cli.logs_verb import DEFAULT_LINES as LOGS_DEFAULT_LINES
 from hivegen.cli.logs_verb import _cmd_logs
 from hivegen.cli.logs_verb import _lines as _logs_lines
 from hivegen.cli.parser_proposals import _add_proposal_commands
 from hivegen.cli.parser_serve import _add_serve_commands
-from hivegen.cli.render_verbs import (
-    _cmd_port,
-    _cmd_render_agent_flake,
-    _cmd_render_agent_nix,
-    _cmd_render_meta,
-)
 from hivegen.cli.rollout_verbs import add_rollout_commands
 
 DESCRIPTION = """\
@@ -65,6 +53,37 @@ exit codes: 0 ok, 1 failed, 2 bad usage or input, 3 drift found by a check,
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole grammar, every verb's parser built (completion, man, the tests)."""
+    return _build(None)
+
+
+def parser_for(words: Sequence[str]) -> argparse.ArgumentParser:
+    """The grammar for one command line: only the parser of the verb it names is built
+    (see _VerbChoices). What it parses, and how, is build_parser()'s."""
+    verb = verb_of(words)
+    return _build(frozenset([verb] if verb is not None else []))
+
+
+def verb_of(words: Sequence[str]) -> str | None:
+    """The verb a command line names, as the top-level parser reads it: the first word
+    that is neither one of its options nor --config's value (None: there is none)."""
+    rest = iter(words)
+    for word in rest:
+        if word == "--":
+            return next(rest, None)
+        if word == "--config":
+            next(rest, None)
+        elif word == "-" or not word.startswith("-"):
+            return word
+    return None
+
+
+def _verbs(parser: argparse.ArgumentParser) -> Mapping[str, argparse.ArgumentParser]:
+    [verbs] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return verbs.choices
+
+
+def _build(only: frozenset[str] | None) -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description=DESCRIPTION,
@@ -75,8 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_global_options(parser, suppress=False)
     sub = parser.add_subparsers(
-        dest="command", metavar="COMMAND", required=True, parser_class=_VerbParser
+        dest="command",
+        metavar="COMMAND",
+        required=True,
+        parser_class=_VerbParser,
+        action=_VerbChoices,
     )
+    assert isinstance(sub, _VerbChoices)
+    sub.only = only
+    sub.build_all = lambda: _verbs(build_parser())
     # In the order `hivegen --help` lists the verbs.
     _add_render_commands(sub)  # port, render
     _add_hive_commands(sub)  # init, meta
@@ -100,7 +126,7 @@ def _add_render_commands(sub: Any) -> None:
     )
     port.add_argument("name", metavar="NAME", help="agent name")
     _add_json_option(port, "port")
-    port.set_defaults(handler=_cmd_port)
+    port.set_defaults(handler=_Lazy("render_verbs", "_cmd_port"))
 
     render = sub.add_parser(
         "render",
@@ -121,11 +147,11 @@ def _add_render_commands(sub: Any) -> None:
         "agent-nix", help="an agent's initial agent.nix", allow_abbrev=False
     )
     agent_nix.add_argument("name", metavar="NAME", help="agent name")
-    agent_nix.set_defaults(handler=_cmd_render_agent_nix)
+    agent_nix.set_defaults(handler=_Lazy("render_verbs", "_cmd_render_agent_nix"))
     agent_flake = render_sub.add_parser(
         "agent-flake", help="the per-agent module-only flake.nix", allow_abbrev=False
     )
-    agent_flake.set_defaults(handler=_cmd_render_agent_flake)
+    agent_flake.set_defaults(handler=_Lazy("render_verbs", "_cmd_render_agent_flake"))
     meta_render = render_sub.add_parser("meta", help="the meta flake", allow_abbrev=False)
     meta_render.add_argument(
         "--agent",
@@ -134,7 +160,7 @@ def _add_render_commands(sub: Any) -> None:
         metavar="NAME",
         help="include this agent (repeat; default: the registered agents)",
     )
-    meta_render.set_defaults(handler=_cmd_render_meta)
+    meta_render.set_defaults(handler=_Lazy("render_verbs", "_cmd_render_meta"))
     for leaf in (agent_nix, agent_flake, meta_render):
         _add_color_option(leaf, "the output")
         _add_json_option(leaf, "render", what="{path: text}")
@@ -151,7 +177,7 @@ def _add_hive_commands(sub: Any) -> None:
         "what is missing\nand puts credentials/ back to 0700.",
     )
     _add_json_option(init, "init")
-    init.set_defaults(handler=_cmd_init)
+    init.set_defaults(handler=_Lazy("hive_verbs", "_cmd_init"))
 
     meta = sub.add_parser(
         "meta",
@@ -179,7 +205,7 @@ def _add_hive_commands(sub: Any) -> None:
         help="change nothing; exit 3 and print what a sync would change",
     )
     _add_json_option(sync, "meta-sync", "meta-check")
-    sync.set_defaults(handler=_cmd_meta_sync)
+    sync.set_defaults(handler=_Lazy("hive_verbs", "_cmd_meta_sync"))
     update = meta_sub.add_parser(
         "update",
         help="fetch and bump inputs of the meta flake",
@@ -191,7 +217,7 @@ def _add_hive_commands(sub: Any) -> None:
         "inputs", nargs="+", metavar="INPUT", help="hyperhive, or agent-NAME for a registered agent"
     )
     _add_json_option(update, "meta-update")
-    update.set_defaults(handler=_cmd_meta_update)
+    update.set_defaults(handler=_Lazy("hive_verbs", "_cmd_meta_update"))
 
 
 LIFECYCLE_HELP = {
@@ -271,7 +297,7 @@ def _add_agent_commands(sub: Any) -> None:
                 action="store_true",
                 help="do not ask before a purge or destroying the manager (needed without a TTY)",
             )
-        parser.set_defaults(handler=_cmd_lifecycle, verb=verb)
+        parser.set_defaults(handler=_Lazy("lifecycle_verbs", "_cmd_lifecycle"), verb=verb)
     listing = sub.add_parser(
         "list",
         help="list the hive's agents",
@@ -285,7 +311,7 @@ def _add_agent_commands(sub: Any) -> None:
         action="store_true",
         help="print only the names, one a line (for scripts and shell completion)",
     )
-    listing.set_defaults(handler=_cmd_list)
+    listing.set_defaults(handler=_Lazy("agent_verbs", "_cmd_list"))
     status = sub.add_parser(
         "status",
         help="show every agent's state",
@@ -308,7 +334,7 @@ def _add_agent_commands(sub: Any) -> None:
         metavar="SECONDS",
         help="show it again every SECONDS (default 2) until Ctrl-C, like watch(1)",
     )
-    status.set_defaults(handler=_cmd_status)
+    status.set_defaults(handler=_Lazy("agent_verbs", "_cmd_status"))
     logs = sub.add_parser(
         "logs",
         help="show an agent's container journal (-f to follow it)",
@@ -351,7 +377,7 @@ def _add_check_commands(sub: Any) -> None:
     )
     doctor.add_argument("--repair", action="store_true", help="fix what can be fixed safely")
     _add_json_option(doctor, "doctor", what="the findings")
-    doctor.set_defaults(handler=_cmd_doctor)
+    doctor.set_defaults(handler=_Lazy("hive_verbs", "_cmd_doctor"))
     reconcile = sub.add_parser(
         "reconcile",
         help="start the agents that should run (at boot, after a restore)",
@@ -366,4 +392,4 @@ def _add_check_commands(sub: Any) -> None:
         epilog="examples:\n  hivegen reconcile\n  hivegen reconcile --json",
     )
     _add_json_option(reconcile, "reconcile")
-    reconcile.set_defaults(handler=_cmd_reconcile)
+    reconcile.set_defaults(handler=_Lazy("hive_verbs", "_cmd_reconcile"))

@@ -6,17 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hivegen.cli.common import _add_color_option, _add_json_option, _Formatter
-from hivegen.cli.proposal_verbs import (
-    _cmd_approve,
-    _cmd_deny,
-    _cmd_diff,
-    _cmd_dismiss,
-    _cmd_history,
-    _cmd_pending,
-    _cmd_propose,
-    _cmd_rollback,
-)
+from hivegen.cli.common import _add_color_option, _add_json_option, _Formatter, _Lazy
 
 
 def _add_proposal_commands(sub: Any) -> None:
@@ -56,7 +46,7 @@ def _add_proposal_commands(sub: Any) -> None:
         "reads. Inputs on the host's filesystem (path:, file:, git+file:) are refused anyway",
     )
     _add_json_option(propose, "proposal", what="the proposal")
-    propose.set_defaults(handler=_cmd_propose)
+    propose.set_defaults(handler=_Lazy("proposal_verbs", "_cmd_propose"))
 
     pending = add(
         "pending",
@@ -81,7 +71,7 @@ def _add_proposal_commands(sub: Any) -> None:
         action="store_true",
         help="with --json: print only the queued spawn requests",
     )
-    pending.set_defaults(handler=_cmd_pending)
+    pending.set_defaults(handler=_Lazy("proposal_verbs", "_cmd_pending"))
 
     dismiss = add(
         "dismiss",
@@ -94,7 +84,7 @@ def _add_proposal_commands(sub: Any) -> None:
     dismiss.add_argument("name", metavar="NAME")
     dismiss.add_argument("--note", default="", help="why (the manager reads it)")
     _add_json_option(dismiss, "spawn-request", what="the request")
-    dismiss.set_defaults(handler=_cmd_dismiss)
+    dismiss.set_defaults(handler=_Lazy("proposal_verbs", "_cmd_dismiss"))
 
     diff = add(
         "diff",
@@ -104,7 +94,7 @@ def _add_proposal_commands(sub: Any) -> None:
     )
     diff.add_argument("id", metavar="ID", type=int)
     _add_color_option(diff, "the diff")
-    diff.set_defaults(handler=_cmd_diff)
+    diff.set_defaults(handler=_Lazy("proposal_verbs", "_cmd_diff"))
 
     approve = add(
         "approve",
@@ -133,7 +123,7 @@ def _add_proposal_commands(sub: Any) -> None:
         "deploy nothing and change nothing",
     )
     _add_json_option(approve, "deployment", "dry-run")
-    approve.set_defaults(handler=_cmd_approve)
+    approve.set_defaults(handler=_Lazy("proposal_verbs", "_cmd_approve"))
 
     deny = add(
         "deny",
@@ -144,7 +134,7 @@ def _add_proposal_commands(sub: Any) -> None:
     deny.add_argument("id", metavar="ID", type=int)
     deny.add_argument("--note", default="", help="why (kept in the tag)")
     _add_json_option(deny, "proposal", what="the proposal")
-    deny.set_defaults(handler=_cmd_deny)
+    deny.set_defaults(handler=_Lazy("proposal_verbs", "_cmd_deny"))
 
     history = add(
         "history",
@@ -154,7 +144,7 @@ def _add_proposal_commands(sub: Any) -> None:
     )
     history.add_argument("agent", metavar="AGENT")
     _add_json_option(history, "history", what="the entries")
-    history.set_defaults(handler=_cmd_history)
+    history.set_defaults(handler=_Lazy("proposal_verbs", "_cmd_history"))
 
     rollback = add(
         "rollback",
@@ -169,4 +159,4 @@ def _add_proposal_commands(sub: Any) -> None:
         "--yes", action="store_true", help="do not ask first (needed without a TTY)"
     )
     _add_json_option(rollback, "deployment")
-    rollback.set_defaults(handler=_cmd_rollback)
+    rollback.set_defaults(handler=_Lazy("proposal_verbs", "_cmd_rollback"))

@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hivegen.cli.common import _Formatter
-from hivegen.cli.demo_verb import _cmd_demo
-from hivegen.cli.serve_verbs import _cmd_mcp, _cmd_serve
+from hivegen.cli.common import _Formatter, _Lazy
 from hivegen.cli.shell_verbs import _add_shell_commands
 
 
@@ -59,7 +57,7 @@ def _add_serve_commands(sub: Any) -> None:
         help="a host name the dashboard answers to besides localhost and the listen "
         "address (repeatable)",
     )
-    serve.set_defaults(handler=_cmd_serve)
+    serve.set_defaults(handler=_Lazy("serve_verbs", "_cmd_serve"))
     mcp = sub.add_parser(
         "mcp",
         help="the socket's requests as MCP tools, over stdio (inside a container)",
@@ -79,7 +77,7 @@ def _add_serve_commands(sub: Any) -> None:
         default=Path("/run/hive/hive.sock"),
         help="the socket to forward to (default: /run/hive/hive.sock)",
     )
-    mcp.set_defaults(handler=_cmd_mcp)
+    mcp.set_defaults(handler=_Lazy("serve_verbs", "_cmd_mcp"))
     demo = sub.add_parser(
         "demo",
         help="build a throwaway demo hive and show each step",
@@ -98,5 +96,5 @@ def _add_serve_commands(sub: Any) -> None:
         help="where to build it (default: ./hive-demo; an earlier demo "
         "there is replaced, anything else is refused)",
     )
-    demo.set_defaults(handler=_cmd_demo)
+    demo.set_defaults(handler=_Lazy("demo_verb", "_cmd_demo"))
     _add_shell_commands(sub)

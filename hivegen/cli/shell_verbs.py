@@ -7,13 +7,11 @@ import argparse
 import sys
 from typing import Any
 
-from hivegen.cli.common import _Formatter
+from hivegen.cli.common import _built, _Formatter
 from hivegen.errors import ExitCode
 
 
 def _add_shell_commands(sub: Any) -> None:
-    from hivegen.cli.completion import Shell
-
     completion = sub.add_parser(
         "completion",
         help="print the shell completion script (bash, zsh or fish)",
@@ -28,9 +26,12 @@ def _add_shell_commands(sub: Any) -> None:
         "  hivegen completion zsh > ~/.zfunc/_hivegen  a directory on $fpath\n"
         "  hivegen completion fish > ~/.config/fish/completions/hivegen.fish",
     )
-    completion.add_argument(
-        "shell", metavar="SHELL", type=Shell, choices=list(Shell), help="bash, zsh or fish"
-    )
+    if _built(completion):  # its choices are completion's, imported for this verb only
+        from hivegen.cli.completion import Shell
+
+        completion.add_argument(
+            "shell", metavar="SHELL", type=Shell, choices=list(Shell), help="bash, zsh or fish"
+        )
     completion.set_defaults(handler=_cmd_completion)
     man = sub.add_parser(
         "man",
