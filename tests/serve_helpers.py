@@ -26,6 +26,19 @@ from hivegen.serve.client import UnixConnection
 READY = "agent sockets:"
 
 
+def spawned_hive(tmp_path: Path, hyperhive_flake: str) -> Path:
+    """A simulated hive with the manager, alice and bob spawned: its config's path."""
+    from hivegen.config import load_config
+    from hivegen.hive import Hive
+    from tests.conftest import sim_config
+
+    path = sim_config(tmp_path, hyperhive_flake)
+    hive = Hive(load_config(path))
+    for name in ("hm1nd", "alice", "bob"):
+        hive.spawn(name)
+    return path
+
+
 @dataclass
 class Reply:
     status: int

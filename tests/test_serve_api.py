@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 from hivegen.config import load_config
-from hivegen.hive import Hive
 from hivegen.serve import limits
-from tests.conftest import commit_dir, sim_config
-from tests.serve_helpers import Reply, Server, request, serving
+from tests.conftest import commit_dir
+from tests.serve_helpers import Reply, Server, request, serving, spawned_hive
 
 GOOD = '{ ... }: { environment.variables.GREETING = "hello"; }\n'
 
@@ -39,11 +38,7 @@ def hivegen(config: Path, *args: str, check: bool = True) -> subprocess.Complete
 
 @pytest.fixture
 def config(tmp_path: Path, hyperhive_flake: str) -> Path:
-    path = sim_config(tmp_path, hyperhive_flake)
-    hive = Hive(load_config(path))
-    for name in ("hm1nd", "alice", "bob"):
-        hive.spawn(name)
-    return path
+    return spawned_hive(tmp_path, hyperhive_flake)
 
 
 @pytest.fixture

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from hivegen.config import load_config
-from hivegen.hive import Hive
 from hivegen.serve import limits
-from tests.conftest import commit_dir, git, sim_config
-from tests.serve_helpers import request, serving
+from tests.conftest import commit_dir, git
+from tests.serve_helpers import request, serving, spawned_hive
 
 # Each test here holds hundreds of connections: not beside the other serve tests' timing.
 pytestmark = pytest.mark.xdist_group("serve-load")
@@ -27,11 +26,7 @@ pytestmark = pytest.mark.xdist_group("serve-load")
 
 @pytest.fixture
 def config(tmp_path: Path, hyperhive_flake: str) -> Path:
-    path = sim_config(tmp_path, hyperhive_flake)
-    hive = Hive(load_config(path))
-    for name in ("hm1nd", "alice", "bob"):
-        hive.spawn(name)
-    return path
+    return spawned_hive(tmp_path, hyperhive_flake)
 
 
 def sock(config: Path, name: str) -> Path:

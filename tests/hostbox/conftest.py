@@ -21,10 +21,14 @@ def in_ci() -> bool:
 @pytest.fixture(scope="session")
 def hostbox_rootfs() -> Path:
     """The cached root filesystem; skipped (failed in CI) when the machine cannot boot it."""
-    missing = harness.missing_prerequisites()
+    require("hostbox", harness.missing_prerequisites())
+    return harness.rootfs()
+
+
+def require(what: str, missing: list[str]) -> None:
+    """Skip the test for what this machine lacks to run `what`; in CI, fail it."""
     if missing:
-        reason = "hostbox needs " + "; ".join(missing)
+        reason = f"{what} needs " + "; ".join(missing)
         if in_ci():
             pytest.fail(f"{reason} (CI must run these tests: .ci/run installs them)")
         pytest.skip(reason)
-    return harness.rootfs()

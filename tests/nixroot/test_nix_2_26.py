@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostbox.conftest import in_ci
+from tests.hostbox.conftest import require
 from tests.nixroot import harness
 
 pytestmark = pytest.mark.nixroot
@@ -25,12 +25,7 @@ TIMEOUT = 900.0
 def trixie_root() -> Path:
     if os.environ.get(harness.INSIDE_ENV):
         pytest.skip("already inside the trixie root")
-    missing = harness.missing_prerequisites()
-    if missing:
-        reason = "the trixie root needs " + "; ".join(missing)
-        if in_ci():
-            pytest.fail(f"{reason} (CI must run these tests: .ci/run installs them)")
-        pytest.skip(reason)
+    require("the trixie root", harness.missing_prerequisites())
     return harness.rootfs()
 
 
