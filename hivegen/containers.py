@@ -11,11 +11,15 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hivegen import fsutil, nix, process
+from hivegen import fsutil
 from hivegen.config import Config, HostRuntime
-from hivegen.git import CHILD_GIT_ENV
+
+if TYPE_CHECKING:
+    from hivegen import process
 
 NIXOS_CONTAINER = "nixos-container"
 NATIVE_PROFILES = Path("/nix/var/nix/profiles/per-container")
@@ -94,12 +98,19 @@ def parse_show(text: str) -> list[dict[str, str]]:
 
 
 class Host:
+    """The host's containers and units. What it reads from files (confs, profiles)
+    needs no process: the tools' environment (on the simulated host, its tools
+    installed first) and the process gateway are made on the first command it runs."""
+
     def __init__(self, config: Config, on_output: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.on_output = on_output
-        self.env = self._child_env()
 
-    def _child_env(self) -> Mapping[str, str | None]:
+    @cached_property
+    def env(self) -> Mapping[str, str | None]:
+        """The environment of every command it runs."""
+        from hivegen.git import CHILD_GIT_ENV
+
         # nixos-container builds with nix, whose git fetcher runs git in the applied repos,
         # and runs plain `nix build <flake>#…`: flakes must be enabled for it even on a
         # host whose nix.conf does not (NIX_CONFIG adds to nix.conf, it replaces nothing).
@@ -123,6 +134,8 @@ class Host:
     def _run(
         self, argv: list[str], container: str | None = None, check: bool = True
     ) -> process.CmdOut:
+        from hivegen import nix, process
+
         sink = None
         if container is not None and self.on_output is not None:
             on_output = self.on_output

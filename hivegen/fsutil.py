@@ -6,8 +6,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +26,8 @@ def write_atomic(path: Path, content: str | bytes, mode: int = 0o644) -> bool:
         pass
     except IsADirectoryError as exc:
         raise HivegenError(f"cannot write {path}: it is a directory") from exc
+    import tempfile  # for a write: a read-only command never needs it
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
@@ -63,6 +63,8 @@ def write_atomic_at(dir_fd: int, name: str, data: bytes, shown: Path, mode: int 
                 return False
         finally:
             os.close(fd)
+    import secrets
+
     tmp = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(tmp, flags, mode, dir_fd=dir_fd)

@@ -2,30 +2,32 @@
 
 Each multi-step verb is written so that re-running it after a failure at any step
 completes it: every step checks what is already done.
+
+What a verb alone needs is imported by that verb: a Hive made for `status` (or any
+read) loads neither the lifecycle's modules nor the process gateway until it runs one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import stat
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from hivegen import activation, builtfrom, desired, fsutil, notes, nspawn, registry, safepath
-from hivegen import status as status_mod
-from hivegen.config import Config
-from hivegen.containers import ActiveState, Host, UnitState
+from hivegen import desired, fsutil, registry
 from hivegen.desired import Desired
 from hivegen.errors import HivegenError, UsageError
-from hivegen.layout import TOP_DIRS
-from hivegen.meta import Meta, SyncPlan, SyncResult, UpdateResult, input_name, read_lock
-from hivegen.names import AgentSpec
-from hivegen.repos import git_for, seed
-from hivegen.spawnrequests import RequestState, SpawnRequests
-from hivegen.store import Store
+
+if TYPE_CHECKING:
+    from hivegen import status as status_mod
+    from hivegen.config import Config
+    from hivegen.containers import Host, UnitState
+    from hivegen.git import Git
+    from hivegen.meta import Meta, SyncPlan, SyncResult, UpdateResult
+    from hivegen.names import AgentSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +79,28 @@ class Hive:
     ) -> None:
         self.config = config
         self.layout = config.layout
-        self.git = git_for(config)
-        self.meta = Meta(config, self.git)
         self.lock_policy = lock_policy or LockPolicy()
         self.on_output = on_output
         self._host: Host | None = None
         self._lock_held = False
 
+    @cached_property
+    def git(self) -> Git:
+        from hivegen.repos import git_for
+
+        return git_for(self.config)
+
+    @cached_property
+    def meta(self) -> Meta:
+        from hivegen.meta import Meta
+
+        return Meta(self.config, self.git)
+
     @property
     def host(self) -> Host:
         if self._host is None:
+            from hivegen.containers import Host
+
             self._host = Host(self.config, self.on_output)
         return self._host
 
@@ -115,6 +129,9 @@ class Hive:
     def init(self) -> InitResult:
         """Create the state root layout and migrate old notes; idempotent. Credentials
         are always 0700. Nothing is created or moved through a symlink."""
+        from hivegen import safepath
+        from hivegen.layout import TOP_DIRS
+
         layout = self.layout
         created: list[Path] = []
         fixed: list[Path] = []
@@ -141,6 +158,8 @@ class Hive:
         does not drive must not bind the old path (which the manager could now plant).
         A running container keeps its mount: the directory only changed name.
         """
+        from hivegen import notes, nspawn
+
         if not notes.migrate(self.layout, spec.name):
             return False
         if self.host.conf_exists(spec.container):
@@ -155,6 +174,8 @@ class Hive:
         # A no-op needs neither the lock nor a process; only a real sync waits for the lock.
         plan = self.meta_plan()
         if not plan.needed:
+            from hivegen.meta import SyncResult
+
             return SyncResult(plan)
         with self.locked():
             return self.meta.sync()
@@ -203,6 +224,8 @@ class Hive:
     def _ensure_dirs(self, spec: AgentSpec) -> None:
         """Every bind source made if missing and checked (nspawn.verify_binds), old
         notes migrated first so that they are never hidden behind a new empty dir."""
+        from hivegen import nspawn, safepath
+
         root = self.layout.root
         self.migrate_notes(spec)
         # Enforced even when it exists: credentials are never readable by others.
@@ -212,6 +235,8 @@ class Hive:
 
     def write_host_files(self, spec: AgentSpec) -> bool:
         """Conf and drop-in; daemon-reload when the drop-in changed. True if any changed."""
+        from hivegen import nspawn
+
         conf_changed = nspawn.write_conf(self.config, spec)
         dropin_changed = nspawn.write_dropin(self.config, spec)
         if dropin_changed:
@@ -220,6 +245,8 @@ class Hive:
 
     def reload_systemd(self, container: str) -> None:
         """`systemctl daemon-reload`, then clear the container's reload-pending mark."""
+        from hivegen import nspawn
+
         self.host.daemon_reload()
         nspawn.reloaded(self.config, container)
 
@@ -239,6 +266,9 @@ class Hive:
     def record_system(self, spec: AgentSpec) -> None:
         """Note which system the container was given, and for which deploy: doctor
         compares it with the container's profile without evaluating Nix."""
+        from hivegen import builtfrom
+        from hivegen.meta import read_lock
+
         system = self.host.system(spec.container)
         deployed = registry.deployed(self.layout.applied(spec.name) / ".git")
         if system is not None and deployed.tag is not None:
@@ -262,6 +292,8 @@ class Hive:
         itself, which rebuilds the conf's `FLAKE=` with the attribute "container", which
         the meta flake does not have. A failed unit is reset first: an operator's start
         is deliberate, and must not meet systemd's start limit."""
+        from hivegen.containers import ActiveState
+
         if not self.host.has_profile(spec.container):
             self.host.update(spec.container, self.host.flake_ref(spec.name))
             self.record_system(spec)
@@ -274,6 +306,10 @@ class Hive:
 
     def restart_container(self, spec: AgentSpec) -> None:
         """Stop and start, marked so that an interruption in between is finished later."""
+        from dataclasses import replace
+
+        from hivegen.containers import ActiveState
+
         fsutil.write_atomic(self._restart_mark(spec), "")
         unit = self.host.unit_state(spec.container)
         if not unit.settled:
@@ -323,6 +359,9 @@ class Hive:
     # -- spawn --------------------------------------------------------------------------
 
     def spawn(self, name: str) -> StepLog:
+        from hivegen.meta import input_name
+        from hivegen.repos import seed
+
         spec = self.spec(name)
         steps: list[str] = []
         with self.locked():
@@ -386,6 +425,8 @@ class Hive:
         return StepLog(tuple(steps))
 
     def _answer_spawn_request(self, name: str) -> list[str]:
+        from hivegen.spawnrequests import RequestState, SpawnRequests
+
         if SpawnRequests(self.config).resolve(name, RequestState.SPAWNED) is None:
             return []
         return ["answered the manager's spawn request"]
@@ -433,6 +474,8 @@ class Hive:
 
     def verify_binds(self, spec: AgentSpec) -> None:
         """Refuse (exit 2) before touching a container whose bind sources are unsafe."""
+        from hivegen import nspawn
+
         self.migrate_notes(spec)
         nspawn.verify_binds(self.config, spec)
 
@@ -446,6 +489,8 @@ class Hive:
     # -- rebuild ------------------------------------------------------------------------
 
     def rebuild(self, name: str) -> StepLog:
+        from hivegen import activation
+
         steps: list[str] = []
         with self.locked():
             spec = self.registered(name)
@@ -464,6 +509,8 @@ class Hive:
     # -- destroy ------------------------------------------------------------------------
 
     def destroy(self, name: str, *, purge: bool = False) -> StepLog:
+        from hivegen import nspawn
+
         spec = self.spec(name)
         steps: list[str] = []
         with self.locked():
@@ -523,6 +570,12 @@ class Hive:
         """Delete the agent's directories, each through its parent's fd (never through a
         symlink: the manager can plant one at `agents/<n>`); every one is checked before
         any is deleted."""
+        import shutil
+        import stat
+
+        from hivegen import safepath
+        from hivegen.store import Store
+
         targets = [t for t in self._purge_targets(spec) if os.path.lexists(t.path)]
         for target in targets:
             with safepath.opened_dir(target.root, target.parent) as parent_fd:
@@ -549,6 +602,8 @@ class Hive:
 
     def status(self) -> list[status_mod.AgentStatus]:
         """Every agent, tombstone and foreign h-* container: at most one process."""
+        from hivegen import status as status_mod
+
         return status_mod.collect(self)
 
     def agents(self) -> list[AgentSpec]:

@@ -10,14 +10,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hivegen import fsutil, nix
+from hivegen import fsutil
 from hivegen.config import Config
 from hivegen.errors import HivegenError, UsageError
-from hivegen.git import Git
 from hivegen.registry import has_ref, registered_agents
 from hivegen.render import FLAKE_NIX, MetaModel, render_meta
+
+if TYPE_CHECKING:
+    from hivegen.git import Git
 
 LOCK = "flake.lock"
 HYPERHIVE = "hyperhive"
@@ -171,6 +173,8 @@ class Meta:
         plan, rendered = self.plan(agents)
         if not plan.needed:
             return SyncResult(plan)
+        from hivegen import nix  # a sync with something to do: reading needs no nix
+
         fsutil.ensure_dir(self.dir, 0o755)
         if not (self.dir / ".git").is_dir():
             self.git.init(self.dir)
@@ -263,6 +267,8 @@ class Meta:
 
     def update(self, inputs: Sequence[str]) -> UpdateResult:
         """Prefetch, then bump each named input; one commit `lock update: a, b`."""
+        from hivegen import nix
+
         self.require_synced()
         model = self.model()
         urls = {HYPERHIVE: model.hyperhive_flake}
@@ -300,6 +306,8 @@ class Meta:
     def _stage_bump(self, inputs: list[str]) -> None:
         """Re-lock `inputs` and stage flake.lock, marked pending until a commit or abort;
         on any failure the lock is put back as HEAD has it."""
+        from hivegen import nix
+
         self._mark_pending()
         try:
             nix.update_inputs(self.dir, inputs)

@@ -13,7 +13,6 @@ is what was checked.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -263,6 +262,8 @@ def reloaded(config: Config, container: str) -> None:
     directory = dropin_dir(config, container)
     (directory / RELOAD_PENDING).unlink(missing_ok=True)
     if directory.is_dir() and not any(directory.iterdir()):
+        import shutil
+
         shutil.rmtree(directory)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from hivegen import builtfrom, desired, registry, unproposed
+from hivegen import desired, registry
 from hivegen.config import Limits
 from hivegen.containers import ActiveState, UnitState
 from hivegen.desired import Desired
@@ -104,10 +104,7 @@ def collect(hive: Hive) -> list[AgentStatus]:
                 pending=pending.get(spec.name, 0),
                 desired=desired.read(hive.layout, spec.name),
                 stale_inputs=_stale(hive, spec.name, lock, scan),
-                # Read in Python, no process (the whole of status stays one).
-                unproposed=unproposed.of_agent(hive.layout, spec.name).count
-                if spec.name in scan.registered
-                else None,
+                unproposed=_unproposed(hive, spec.name, scan),
             )
         )
     for container in foreign:
@@ -128,11 +125,22 @@ def collect(hive: Hive) -> list[AgentStatus]:
     return result
 
 
+def _unproposed(hive: Hive, name: str, scan: registry.Registry) -> int | None:
+    if name not in scan.registered:
+        return None
+    from hivegen import unproposed  # an agent's git objects: imported for an agent only
+
+    # Read in Python, no process (the whole of status stays one).
+    return unproposed.of_agent(hive.layout, name).count
+
+
 def _stale(
     hive: Hive, name: str, lock: dict[str, Any] | None, scan: registry.Registry
 ) -> tuple[str, ...] | None:
     if name not in scan.registered:
         return None  # a tombstone runs nothing
+    from hivegen import builtfrom
+
     stale = builtfrom.stale_inputs(hive.layout, name, lock)
     return None if stale is None else tuple(stale)
 
