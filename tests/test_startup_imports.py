@@ -56,6 +56,9 @@ NOT_FOR_THE_PARSER = (
     "hivegen.cli.render_verbs",
     "hivegen.cli.serve_verbs",
     "hivegen.cli.demo_verb",
+    "hivegen.cli.logs_verb",
+    "hivegen.cli.rollout_verbs",
+    "hivegen.jsondoc",
 )
 
 # The modules are listed before this report imports json to say what they are.

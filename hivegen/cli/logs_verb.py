@@ -9,18 +9,6 @@ from hivegen.cli.common import _hive
 from hivegen.errors import ExitCode
 from hivegen.sanitize import terminal_line
 
-# As `docker logs --tail`, `kubectl logs --tail`: enough to see what just happened.
-DEFAULT_LINES = 50
-
-
-def _lines(value: str) -> int | None:
-    """`-n`'s value: a count of entries, or `all` (None)."""
-    if value == "all":
-        return None
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"{value!r}: a number of entries, or 'all'")
-    return int(value)
-
 
 def _cmd_logs(args: argparse.Namespace) -> int:
     from hivegen import jsondoc, logs

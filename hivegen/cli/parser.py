@@ -1,7 +1,8 @@
 """The command line's grammar: `hivegen --help`, and every verb's arguments and help,
 in the order `--help` lists them. Each verb's handler lives in the module of its
-kind (render_verbs, hive_verbs, agent_verbs, proposal_verbs, serve_verbs,
-demo_verb); the proposal and serve verbs' definitions are in parser_proposals and
+kind (render_verbs, hive_verbs, agent_verbs, lifecycle_verbs, logs_verb,
+proposal_verbs, rollout_verbs, serve_verbs, demo_verb, shell_verbs), imported when its
+verb runs; the proposal and serve verbs' definitions are in parser_proposals and
 parser_serve."""
 
 from __future__ import annotations
@@ -23,12 +24,8 @@ from hivegen.cli.common import (
     _VerbChoices,
     _VerbParser,
 )
-from hivegen.cli.logs_verb import DEFAULT_LINES as LOGS_DEFAULT_LINES
-from hivegen.cli.logs_verb import _cmd_logs
-from hivegen.cli.logs_verb import _lines as _logs_lines
 from hivegen.cli.parser_proposals import _add_proposal_commands
 from hivegen.cli.parser_serve import _add_serve_commands
-from hivegen.cli.rollout_verbs import add_rollout_commands
 
 DESCRIPTION = """\
 Run a hive of AI agents in NixOS containers.
@@ -108,7 +105,7 @@ def _build(only: frozenset[str] | None) -> argparse.ArgumentParser:
     _add_hive_commands(sub)  # init, meta
     _add_agent_commands(sub)  # spawn ... destroy, list, status
     _add_proposal_commands(sub)  # propose ... rollback
-    add_rollout_commands(sub)  # rollout, upgrade
+    _add_rollout_commands(sub)  # rollout, upgrade
     _add_check_commands(sub)  # doctor, reconcile
     _add_serve_commands(sub)  # serve, mcp, demo
     return parser
@@ -360,7 +357,78 @@ def _add_agent_commands(sub: Any) -> None:
         help=f"the last N entries, or all (default: {LOGS_DEFAULT_LINES})",
     )
     _add_json_option(logs, "log-entry", what="each entry, one a line,")
-    logs.set_defaults(handler=_cmd_logs)
+    logs.set_defaults(handler=_Lazy("logs_verb", "_cmd_logs"))
+
+
+# As `docker logs --tail`, `kubectl logs --tail`: enough to see what just happened.
+LOGS_DEFAULT_LINES = 50
+
+
+def _logs_lines(value: str) -> int | None:
+    """`-n`'s value: a count of entries, or `all` (None)."""
+    if value == "all":
+        return None
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: a number of entries, or 'all'")
+    return int(value)
+
+
+_ROLLOUT_DESCRIPTION = """\
+Deploy the committed meta flake to many agents at once, safely:
+  1. evaluate every target's system at once (one nix eval: what they share is
+     evaluated once) and build them in one nix build; a failure stops everything
+     before any container is touched. Each container is then switched to its built
+     system (profile set, reloaded), with no evaluation of its own;
+  2. switch a canary first (--canary, default: the first sub-agent by name; never
+     the manager), then the others, --jobs at a time, the manager last;
+  3. after each switch, the health check of hive.toml's [health]: the unit stays
+     active for `settle` seconds and the web port answers within `port_timeout`.
+     An agent that does not come up is put back on the system it ran (tag
+     unhealthy/<n> says why) and the rollout stops; --keep-going goes on.
+One line per agent as its phase changes (built, activating, healthy, rolled
+back); --json prints the report. Interrupted? Run it again: agents already done
+are skipped, one caught mid-switch is checked again. Exit 1 if any agent failed."""
+
+
+def _add_rollout_commands(sub: Any) -> None:
+    rollout = sub.add_parser(
+        "rollout",
+        help="build every agent's system at once, switch a canary first, check health",
+        allow_abbrev=False,
+        formatter_class=_Formatter,
+        description=_ROLLOUT_DESCRIPTION,
+        epilog="examples:\n  hivegen rollout --all\n  hivegen rollout alice bob --canary bob"
+        "\n  hivegen rollout --all --jobs 4 --keep-going --json",
+    )
+    _rollout_arguments(rollout, names=True)
+    rollout.set_defaults(handler=_Lazy("rollout_verbs", "_cmd_rollout"))
+    upgrade = sub.add_parser(
+        "upgrade",
+        help="bump the base flake (meta update hyperhive), then rollout --all",
+        allow_abbrev=False,
+        formatter_class=_Formatter,
+        description="`hivegen meta update hyperhive` (fetch the base flake's newest\n"
+        "revision and commit the lock), then `hivegen rollout --all` with the options\n"
+        "given. When the base did not change, the rollout only checks that every agent\n"
+        "runs the committed system.",
+        epilog="example:\n  hivegen upgrade --canary alice",
+    )
+    _rollout_arguments(upgrade, names=False)
+    upgrade.set_defaults(handler=_Lazy("rollout_verbs", "_cmd_upgrade"))
+
+
+def _rollout_arguments(parser: argparse.ArgumentParser, *, names: bool) -> None:
+    if names:
+        parser.add_argument("names", metavar="NAME", nargs="*", help="the agents (or --all)")
+        parser.add_argument("--all", action="store_true", help="every registered agent")
+    parser.add_argument("--canary", metavar="NAME", help="the agent switched first, alone")
+    parser.add_argument(
+        "--jobs", type=int, default=2, metavar="K", help="agents switched at once after it (2)"
+    )
+    parser.add_argument(
+        "--keep-going", action="store_true", help="go on with the others after a failure"
+    )
+    _add_json_option(parser, "rollout", what="the report")
 
 
 def _add_check_commands(sub: Any) -> None:

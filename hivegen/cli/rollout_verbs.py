@@ -1,4 +1,4 @@
-"""rollout and upgrade: their arguments, help, and the progress view."""
+"""rollout and upgrade: their handlers and the progress view (their grammar: parser)."""
 
 from __future__ import annotations
 
@@ -6,66 +6,9 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from hivegen.cli.common import _add_json_option, _Formatter, _hive, _print_json, current_live
+from hivegen.cli.common import _hive, _print_json, current_live
 from hivegen.errors import ExitCode, HivegenError
 from hivegen.jsondoc import Kind
-
-_DESCRIPTION = """\
-Deploy the committed meta flake to many agents at once, safely:
-  1. evaluate every target's system at once (one nix eval: what they share is
-     evaluated once) and build them in one nix build; a failure stops everything
-     before any container is touched. Each container is then switched to its built
-     system (profile set, reloaded), with no evaluation of its own;
-  2. switch a canary first (--canary, default: the first sub-agent by name; never
-     the manager), then the others, --jobs at a time, the manager last;
-  3. after each switch, the health check of hive.toml's [health]: the unit stays
-     active for `settle` seconds and the web port answers within `port_timeout`.
-     An agent that does not come up is put back on the system it ran (tag
-     unhealthy/<n> says why) and the rollout stops; --keep-going goes on.
-One line per agent as its phase changes (built, activating, healthy, rolled
-back); --json prints the report. Interrupted? Run it again: agents already done
-are skipped, one caught mid-switch is checked again. Exit 1 if any agent failed."""
-
-
-def add_rollout_commands(sub: Any) -> None:
-    rollout = sub.add_parser(
-        "rollout",
-        help="build every agent's system at once, switch a canary first, check health",
-        allow_abbrev=False,
-        formatter_class=_Formatter,
-        description=_DESCRIPTION,
-        epilog="examples:\n  hivegen rollout --all\n  hivegen rollout alice bob --canary bob"
-        "\n  hivegen rollout --all --jobs 4 --keep-going --json",
-    )
-    _rollout_arguments(rollout, names=True)
-    rollout.set_defaults(handler=_cmd_rollout)
-    upgrade = sub.add_parser(
-        "upgrade",
-        help="bump the base flake (meta update hyperhive), then rollout --all",
-        allow_abbrev=False,
-        formatter_class=_Formatter,
-        description="`hivegen meta update hyperhive` (fetch the base flake's newest\n"
-        "revision and commit the lock), then `hivegen rollout --all` with the options\n"
-        "given. When the base did not change, the rollout only checks that every agent\n"
-        "runs the committed system.",
-        epilog="example:\n  hivegen upgrade --canary alice",
-    )
-    _rollout_arguments(upgrade, names=False)
-    upgrade.set_defaults(handler=_cmd_upgrade)
-
-
-def _rollout_arguments(parser: argparse.ArgumentParser, *, names: bool) -> None:
-    if names:
-        parser.add_argument("names", metavar="NAME", nargs="*", help="the agents (or --all)")
-        parser.add_argument("--all", action="store_true", help="every registered agent")
-    parser.add_argument("--canary", metavar="NAME", help="the agent switched first, alone")
-    parser.add_argument(
-        "--jobs", type=int, default=2, metavar="K", help="agents switched at once after it (2)"
-    )
-    parser.add_argument(
-        "--keep-going", action="store_true", help="go on with the others after a failure"
-    )
-    _add_json_option(parser, "rollout", what="the report")
 
 
 class _Progress:
