@@ -10,7 +10,6 @@ from hivegen import desired, registry
 from hivegen.config import Limits
 from hivegen.containers import ActiveState, UnitState
 from hivegen.desired import Desired
-from hivegen.meta import read_lock
 from hivegen.names import AGENT_PREFIX, Role
 from hivegen.store import Store
 
@@ -71,7 +70,7 @@ def collect(hive: Hive) -> list[AgentStatus]:
     live = [s.container for s in specs if s.name in scan.registered and s.container in containers]
     states = hive.host.unit_states([*live, *foreign])
     pending = Store(hive.layout.database).pending_counts()
-    lock = read_lock(hive.layout.meta)
+    lock = _lock(hive) if specs else None  # only an agent's figures need it
     result = []
     for spec in specs:
         deployed = registry.deployed(hive.layout.applied(spec.name) / ".git")
@@ -123,6 +122,12 @@ def collect(hive: Hive) -> list[AgentStatus]:
             )
         )
     return result
+
+
+def _lock(hive: Hive) -> dict[str, Any] | None:
+    from hivegen.meta import read_lock  # the meta flake's module: for agents only
+
+    return read_lock(hive.layout.meta)
 
 
 def _unproposed(hive: Hive, name: str, scan: registry.Registry) -> int | None:
