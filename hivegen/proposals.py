@@ -3,7 +3,9 @@
 The applied repo keeps every step as a tag: `proposal/<id>` pins the manager's commit,
 `approved/<id>` and `building/<id>` mark an approve under way, and it ends as
 `deployed/<id>`, or as an annotated `failed/<id>` holding the build error (with `main`
-put back), or `denied/<id>` holding the operator's note.
+put back), or `denied/<id>` holding the operator's note. Each step that makes a tag
+records beside it what the index holds and the tags do not (tagrecords.py): the index
+rebuilt from the applied repo is the index.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from hivegen import activation, policy, registry, snapshot
+from hivegen import activation, policy, registry, snapshot, tagrecords
 from hivegen.errors import CommandError, HivegenError, UsageError
 from hivegen.git import validate_commit_ref
 from hivegen.health import HealthCheck
@@ -88,8 +90,20 @@ class Proposals:
     def _applied(self, agent: str) -> Path:
         return self.layout.applied(agent)
 
-    def _tag(self, agent: str, name: str, sha: str, message: str | None = None) -> None:
-        """Create a tag, or accept it if it already names `sha` (a resumed run)."""
+    def _tag(
+        self,
+        agent: str,
+        name: str,
+        sha: str,
+        message: str | None = None,
+        *,
+        record: str | None = None,
+    ) -> None:
+        """Create a tag, or accept it if it already names `sha` (a resumed run). The
+        step's `record` (tagrecords.py) first, and again when a step is run again (the
+        last one wins); an outcome's record counts only beside its tag."""
+        if record is not None:
+            tagrecords.append(self.git, self._applied(agent), sha, record)
         existing = registry.read_ref(self._applied(agent) / ".git", f"refs/tags/{name}")
         if existing is not None:
             target = self.git.rev_parse(self._applied(agent), f"refs/tags/{name}")
@@ -129,8 +143,11 @@ class Proposals:
                             hint=f"hivegen diff {waiting.id}; hivegen approve {waiting.id}",
                         )
                 above = registry.highest_proposal_id(self.hive.config)
+                created = time.time()
                 with self.store.connect() as db:
-                    proposal_id = self.store.insert(db, agent, ProposalKind.APPLY, rev, above=above)
+                    proposal_id = self.store.insert(
+                        db, agent, ProposalKind.APPLY, rev, above=above, created=created
+                    )
                     tag = f"proposal/{proposal_id}"
                     if registry.has_ref(applied / ".git", f"refs/tags/{tag}"):
                         raise HivegenError(
@@ -142,6 +159,10 @@ class Proposals:
                         policy.check_commit(
                             self.git, applied, agent, sha, allow_flake_inputs=allow_flake_inputs
                         )
+                        record = tagrecords.created(
+                            proposal_id, ProposalKind.APPLY, rev, created, ""
+                        )
+                        tagrecords.append(self.git, applied, sha, record)
                     except BaseException:
                         self.git.run(applied, "tag", "-d", tag)
                         raise
@@ -248,8 +269,12 @@ class Proposals:
         with self.hive.locked():
             proposal = self._pending(proposal_id)
             assert proposal.fetched_sha is not None
-            self._tag(proposal.agent, f"denied/{proposal.id}", proposal.fetched_sha, note)
-            self.store.set_status(proposal.id, ProposalStatus.DENIED, note=note)
+            resolved = time.time()
+            record = tagrecords.outcome(proposal.id, ProposalStatus.DENIED, resolved, note)
+            self._tag(
+                proposal.agent, f"denied/{proposal.id}", proposal.fetched_sha, note, record=record
+            )
+            self.store.set_status(proposal.id, ProposalStatus.DENIED, note=note, resolved=resolved)
         return self.store.get(proposal_id)
 
     def _pending(self, proposal_id: int) -> Proposal:
@@ -322,12 +347,16 @@ class Proposals:
                     if earlier.status is ProposalStatus.PENDING:
                         return self._deploy(earlier)
             above = registry.highest_proposal_id(self.hive.config)
+            created, note = time.time(), f"rollback to {to}"
             with self.store.connect() as db:
-                proposal_id = self.store.insert(db, agent, ProposalKind.ROLLBACK, to, above=above)
-                self._tag(agent, f"proposal/{proposal_id}", sha)
+                proposal_id = self.store.insert(
+                    db, agent, ProposalKind.ROLLBACK, to, above=above, created=created
+                )
+                record = tagrecords.created(proposal_id, ProposalKind.ROLLBACK, to, created, note)
+                self._tag(agent, f"proposal/{proposal_id}", sha, record=record)
                 db.execute(
                     "UPDATE proposals SET fetched_sha = ?, note = ? WHERE id = ?",
-                    (sha, f"rollback to {to}", proposal_id),
+                    (sha, note, proposal_id),
                 )
             return self._deploy(self.store.get(proposal_id))
 
@@ -378,7 +407,8 @@ class Proposals:
         steps = []
         self.store.set_status(proposal.id, ProposalStatus.BUILDING, previous_sha=old_main)
         try:
-            self._tag(agent, f"approved/{proposal.id}", sha)
+            record = tagrecords.approved(proposal.id, old_main)
+            self._tag(agent, f"approved/{proposal.id}", sha, record=record)
             self._tag(agent, f"building/{proposal.id}", sha)
             # Compare-and-swap: main moves only from the sha it had when we read it.
             git.run(applied, "update-ref", MAIN, sha, old_main)
@@ -397,10 +427,12 @@ class Proposals:
         try:
             hive.host.update(spec.container, hive.host.flake_ref(agent))
         except HivegenError as exc:
-            error = error_text(exc)
-            self._undo_deploy(proposal, old_main, error)
+            error, resolved = error_text(exc), time.time()
+            self._undo_deploy(proposal, old_main, error, resolved)
             put_back = self._put_back_system(spec, system_before, error)
-            self.store.set_status(proposal.id, ProposalStatus.FAILED, error=error)
+            self.store.set_status(
+                proposal.id, ProposalStatus.FAILED, error=error, resolved=resolved
+            )
             raise BuildFailed(
                 f"proposal {proposal.id} ({agent} {sha[:12]}) failed to build or activate; "
                 f"{agent} is back on {old_main[:12]}, as before{put_back}:\n{error}",
@@ -412,11 +444,13 @@ class Proposals:
         # deployed/<id> tag never exists without one. A new seq even on a retry: deploys
         # made since must not rank above this one.
         seq = registry.next_deploy_seq(applied / ".git")
+        resolved = time.time()
         self._tag(agent, f"deploy-seq/{seq}/{proposal.id}", sha)
-        self._tag(agent, f"deployed/{proposal.id}", sha)
+        record = tagrecords.outcome(proposal.id, ProposalStatus.DEPLOYED, resolved)
+        self._tag(agent, f"deployed/{proposal.id}", sha, record=record)
         hive.record_system(spec)
         hive.meta.finalize(agent, f"deployed/{proposal.id}", sha)
-        self.store.set_status(proposal.id, ProposalStatus.DEPLOYED)
+        self.store.set_status(proposal.id, ProposalStatus.DEPLOYED, resolved=resolved)
         steps.append(f"deployed {sha[:12]} as deployed/{proposal.id}")
         steps += hive.apply_host_files(spec)
         return Deployment(self.store.get(proposal.id), sha, tuple(steps))
@@ -432,22 +466,26 @@ class Proposals:
         verdict = HealthCheck(hive).check(spec)
         if verdict.healthy:
             return [f"{agent} is up ({verdict.elapsed:.1f}s)"]
-        error = f"{agent} did not come up on its new system: {verdict.reason}"
-        self._undo_deploy(proposal, old_main, error)
+        error, resolved = (
+            f"{agent} did not come up on its new system: {verdict.reason}",
+            time.time(),
+        )
+        self._undo_deploy(proposal, old_main, error, resolved)
         put_back = activation.put_back_system(hive, spec, system_before)
-        self.store.set_status(proposal.id, ProposalStatus.FAILED, error=error)
+        self.store.set_status(proposal.id, ProposalStatus.FAILED, error=error, resolved=resolved)
         raise BuildFailed(
             f"proposal {proposal.id} ({agent} {sha[:12]}) built, but {error}; "
             f"{agent} is back on {old_main[:12]} and the system it ran{put_back}",
             hint=f"the reason is kept in tag failed/{proposal.id}: hivegen history {agent}",
         )
 
-    def _undo_deploy(self, proposal: Proposal, old_main: str, error: str) -> None:
+    def _undo_deploy(self, proposal: Proposal, old_main: str, error: str, resolved: float) -> None:
         """After a failed build or health check: failed/<id> with the error, main and the
         meta flake back where they were."""
         agent, applied, sha = proposal.agent, self._applied(proposal.agent), proposal.fetched_sha
         assert sha is not None
-        self._tag(agent, f"failed/{proposal.id}", sha, error)
+        record = tagrecords.outcome(proposal.id, ProposalStatus.FAILED, resolved, error)
+        self._tag(agent, f"failed/{proposal.id}", sha, error, record=record)
         self.git.run(applied, "update-ref", MAIN, old_main, sha)
         check_out_main(self.git, applied)
         self.hive.meta.abort(agent)
@@ -511,6 +549,15 @@ class Proposals:
         """What the agent's applied main should be: its last deploy's commit, by the
         order its tags record (never by a clock). For a hive whose deploys predate that
         record, the index says; None when nothing can tell (doctor asks the operator)."""
+        told = self._tagged_last_deploy(agent)
+        if told is not None:
+            return told
+        last = self.store.last_deployed(agent)
+        return last.fetched_sha if last is not None else None
+
+    def _tagged_last_deploy(self, agent: str) -> str | None:
+        """The last deploy's commit as the tags tell it, None if they cannot (deploys
+        from before their order was recorded)."""
         git_dir = self._applied(agent) / ".git"
         ordered = [r for r in registry.deploy_order(git_dir) if r.seq > 0]
         if ordered:
@@ -520,11 +567,21 @@ class Proposals:
             if sha is None:
                 raise HivegenError(f"{self._applied(agent)} has no deployed/0 tag")
             return sha
-        last = self.store.last_deployed(agent)
-        return last.fetched_sha if last is not None else None
+        return None
+
+    def recorded(self, agent: str, proposal_id: int, sha: str) -> tagrecords.Recorded:
+        """What the applied repo records of a proposal beside its tags (tagrecords.py)."""
+        note = tagrecords.read(self.git, self._applied(agent), sha)
+        return tagrecords.parse(note, proposal_id)
+
+    def tag_message(self, agent: str, tag: str) -> str:
+        """An annotated tag's message (a failed/<id>'s error, a denied/<id>'s note), as a
+        hive from before the records kept the text: whitespace at its ends is lost."""
+        return self.git.out(self._applied(agent), "tag", "-l", "--format=%(contents)", tag)
 
     def recover(self, proposal: Proposal) -> Proposal:
-        """Finish or undo an approve that was killed half-way (status `building`)."""
+        """Finish or undo an approve that was killed half-way (status `building`). Its
+        outcome, if it has one, as its tag's record says (the time it ended, its error)."""
         agent = proposal.agent
         applied = self._applied(agent)
         git_dir = applied / ".git"
@@ -533,9 +590,18 @@ class Proposals:
         if registry.has_ref(git_dir, f"refs/tags/deployed/{proposal.id}"):
             if self.hive.meta.is_pending():
                 self.hive.meta.finalize(agent, f"deployed/{proposal.id}", sha)
-            self.store.set_status(proposal.id, ProposalStatus.DEPLOYED)
+            ended = self.recorded(agent, proposal.id, sha).outcomes.get(ProposalStatus.DEPLOYED)
+            resolved = None if ended is None else ended.resolved
+            self.store.set_status(proposal.id, ProposalStatus.DEPLOYED, resolved=resolved)
             return self.store.get(proposal.id)
-        last_good = proposal.previous_sha or self.last_deployed_sha(agent)
+        # The deploy the tags name first: a previous_sha indexed from a record may be an
+        # approve's that never started, with deploys made since (going back to it would
+        # undo them). They agree whenever the approve was really interrupted.
+        last_good = (
+            self._tagged_last_deploy(agent)
+            or proposal.previous_sha
+            or self.last_deployed_sha(agent)
+        )
         if last_good is None:
             raise HivegenError(
                 f"proposal {proposal.id} ({agent}) was interrupted, and which deploy "
@@ -550,10 +616,14 @@ class Proposals:
         check_out_main(self.git, applied)
         self.hive.meta.abort(agent)
         if registry.has_ref(git_dir, f"refs/tags/failed/{proposal.id}"):
-            error = self.git.out(
-                applied, "tag", "-l", "--format=%(contents)", f"failed/{proposal.id}"
+            ended = self.recorded(agent, proposal.id, sha).outcomes.get(ProposalStatus.FAILED)
+            if ended is not None:
+                error, resolved = ended.text, ended.resolved
+            else:
+                error, resolved = self.tag_message(agent, f"failed/{proposal.id}"), None
+            self.store.set_status(
+                proposal.id, ProposalStatus.FAILED, error=error, resolved=resolved
             )
-            self.store.set_status(proposal.id, ProposalStatus.FAILED, error=error)
         else:
             self.store.set_status(proposal.id, ProposalStatus.PENDING)
         return self.store.get(proposal.id)

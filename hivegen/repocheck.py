@@ -1,6 +1,7 @@
 """doctor's checks of the repos: each agent's proposed and applied repo, its deploy
 order, and proposal tags the index (hive.sqlite) does not know, which --repair indexes
-from the tags (git is the record; the index can always be rebuilt from it)."""
+from the tags and the records beside them (git is the record; the index can always be
+rebuilt from it, and is rebuilt as it was: tagrecords.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from hivegen.findings import Check, Finding, Severity
 from hivegen.hive import Hive
 from hivegen.proposals import Proposals
 from hivegen.repos import check_out_main
-from hivegen.store import ProposalStatus
+from hivegen.store import ProposalKind, ProposalStatus
 
 MAIN = "refs/heads/main"
+# The notes of proposals a hive from before tagrecords.py indexes again.
+ADOPTED = "adopted from its tag by hivegen doctor --repair"
+INDEXED = "indexed from its tags"
 
 
 class RepoChecks:
@@ -60,7 +64,7 @@ class RepoChecks:
                 continue
 
             def adopt(i: int = proposal_id, n: str = name, sha: str = sha) -> str:
-                self.proposals.store.adopt(i, n, sha)
+                self._index(n, i, sha, ProposalStatus.PENDING, ADOPTED)
                 return f"{n}: proposal {i} ({sha[:12]}) adopted from its tag, pending"
 
             found.append(
@@ -77,9 +81,9 @@ class RepoChecks:
     def _restore_from_tags(
         self, name: str, proposal_id: int, sha: str, later: list[str]
     ) -> Finding:
-        """deployed/<id>: deployed; failed/<id>, denied/<id>: so, with the tag's text as
-        the error or note; approved/ or building/<id> alone: an approve that was
-        interrupted (indexed as building, and settled by the next repair round)."""
+        """deployed/<id>: deployed; failed/<id>, denied/<id>: so; approved/ or
+        building/<id> alone: an approve that was interrupted (indexed as building, and
+        settled by the next repair round). Every other column from the records."""
         steps = {tag.split("/", 1)[0] for tag in later}
         status = ProposalStatus.BUILDING
         for step, outcome in (
@@ -92,19 +96,7 @@ class RepoChecks:
                 break
 
         def restore(n: str = name, i: int = proposal_id, s: ProposalStatus = status) -> str:
-            applied = self.layout.applied(n)
-            text = ""
-            if s in (ProposalStatus.FAILED, ProposalStatus.DENIED):
-                tag = f"{'failed' if s is ProposalStatus.FAILED else 'denied'}/{i}"
-                text = self.hive.git.out(applied, "tag", "-l", "--format=%(contents)", tag)
-            self.proposals.store.restore(
-                i,
-                n,
-                sha,
-                s,
-                note=text if s is ProposalStatus.DENIED else "indexed from its tags",
-                error=text if s is ProposalStatus.FAILED else "",
-            )
+            self._index(n, i, sha, s, INDEXED)
             return f"{n}: proposal {i} ({sha[:12]}) indexed from its tags as {s}"
 
         return Finding(
@@ -115,6 +107,43 @@ class RepoChecks:
             hint=f"the tags in {self.layout.applied(name)} keep the record: --repair "
             "indexes it from them",
             repair=restore,
+        )
+
+    def _index(
+        self, name: str, proposal_id: int, sha: str, status: ProposalStatus, unrecorded: str
+    ) -> None:
+        """Index a proposal as its tags (id, commit, status) and their records (every
+        other column) say. What no record says, in a hive from before them, is indexed
+        as it always was: kind apply, no previous_sha, no end time, the failed/ or
+        denied/ tag's message as the error or note, else the note `unrecorded`."""
+        recorded = self.proposals.recorded(name, proposal_id, sha)
+        made, ended = recorded.created, recorded.outcomes.get(status)
+        note = unrecorded if made is None else made.note
+        error = ""
+        if status is ProposalStatus.DENIED:
+            note = (
+                ended.text
+                if ended is not None
+                else self.proposals.tag_message(name, f"denied/{proposal_id}")
+            )
+        elif status is ProposalStatus.FAILED:
+            error = (
+                ended.text
+                if ended is not None
+                else self.proposals.tag_message(name, f"failed/{proposal_id}")
+            )
+        self.proposals.store.restore(
+            proposal_id,
+            name,
+            sha,
+            status,
+            kind=ProposalKind.APPLY if made is None else made.kind,
+            commit_ref=None if made is None else made.commit_ref,
+            created=None if made is None else made.created,
+            previous_sha=recorded.previous_sha,
+            note=note,
+            error=error,
+            resolved=None if ended is None else ended.resolved,
         )
 
     def integrity(self, repo: Path, check: Check, agent: str | None) -> list[Finding]:

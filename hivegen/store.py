@@ -333,29 +333,21 @@ class Store:
         commit_ref: str,
         *,
         above: int = 0,
+        created: float | None = None,
     ) -> int:
         """A new row; its id is above every id the index has ever given and above `above`
         (the highest proposal id the applied repos' tags know): ids are never reused,
-        even after a crash left a tag the index lost, or a lost database."""
+        even after a crash left a tag the index lost, or a lost database. `created` is
+        its time (now if not given; the caller records the same one in git)."""
         last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'proposals'").fetchone()
         proposal_id = max(last[0] if last else 0, above) + 1
+        when = time.time() if created is None else created
         db.execute(
             "INSERT INTO proposals (id, agent, kind, commit_ref, status, created) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (proposal_id, agent, kind, commit_ref, ProposalStatus.PENDING, time.time()),
+            (proposal_id, agent, kind, commit_ref, ProposalStatus.PENDING, when),
         )
         return proposal_id
-
-    def adopt(self, proposal_id: int, agent: str, sha: str) -> None:
-        """Index, as pending, a proposal whose tag a propose killed after writing it left
-        behind: its id and commit from the tag."""
-        self.restore(
-            proposal_id,
-            agent,
-            sha,
-            ProposalStatus.PENDING,
-            note="adopted from its tag by hivegen doctor --repair",
-        )
 
     def restore(
         self,
@@ -364,29 +356,37 @@ class Store:
         sha: str,
         status: ProposalStatus,
         *,
+        kind: ProposalKind = ProposalKind.APPLY,
+        commit_ref: str | None = None,
+        previous_sha: str | None = None,
         note: str = "",
         error: str = "",
+        created: float | None = None,
+        resolved: float | None = None,
     ) -> None:
-        """Index a proposal the applied repo's tags record and the index lost (an
-        emptied or re-created hive.sqlite): its id, commit and status from the tags.
-        When it ended is not known (tags carry no trusted time): `resolved` stays empty,
-        so it is never taken as evidence of which deploy came last."""
-        now = time.time()
+        """Index a proposal the applied repo records and the index lost (an emptied or
+        re-created hive.sqlite): its id, commit and status from its tags, the rest from
+        the records beside them (tagrecords.py). What a hive from before those records
+        cannot say falls back: kind `apply`, the commit's short id as its ref, created
+        now, and no `resolved` (tags carry no trusted time), so that it is never taken as
+        evidence of which deploy came last."""
         with self.connect() as db:
             db.execute(
-                "INSERT INTO proposals (id, agent, kind, commit_ref, fetched_sha, status, "
-                "note, error, created, resolved) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO proposals (id, agent, kind, commit_ref, fetched_sha, "
+                "previous_sha, status, note, error, created, resolved) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     proposal_id,
                     agent,
-                    ProposalKind.APPLY,
-                    sha[:12],
+                    kind,
+                    sha[:12] if commit_ref is None else commit_ref,
                     sha,
+                    previous_sha,
                     status,
                     note,
                     error,
-                    now,
-                    None,
+                    time.time() if created is None else created,
+                    resolved,
                 ),
             )
 
@@ -414,8 +414,15 @@ class Store:
         error: str | None = None,
         fetched_sha: str | None = None,
         previous_sha: str | None = None,
+        resolved: float | None = None,
     ) -> None:
+        """Move a proposal on. An outcome's `resolved` is now unless given (the time its
+        tag's record in git holds: the same float, so a rebuilt index is this one)."""
         final = status in (ProposalStatus.DEPLOYED, ProposalStatus.FAILED, ProposalStatus.DENIED)
+        if not final:
+            resolved = None
+        elif resolved is None:
+            resolved = time.time()
         with self.connect() as db:
             db.execute(
                 "UPDATE proposals SET status = ?, note = COALESCE(?, note), "
@@ -427,7 +434,7 @@ class Store:
                     error,
                     fetched_sha,
                     previous_sha,
-                    time.time() if final else None,
+                    resolved,
                     proposal_id,
                 ),
             )
